@@ -1,0 +1,1 @@
+"""The `knowpack` command line: one Typer sub-app per pipeline stage."""

@@ -1,0 +1,79 @@
+"""Entry point of the `knowpack` CLI. Each stage lives in its own module under knowpack.cli."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from knowpack.errors import KnowpackError
+
+app = typer.Typer(
+    name="knowpack",
+    help="How many new facts can you pack into a LoRA adapter, and what does it break?",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# (module under knowpack.cli, how it is mounted). A module exposes either `app` (a Typer group)
+# or `command` (a single function) — the group/command name is the first element.
+SUBCOMMANDS: list[tuple[str, str]] = [
+    ("facts", "group"),
+    ("models", "group"),
+    ("probe", "command"),
+    ("mix", "command"),
+    ("paraphrase", "command"),
+    ("train", "command"),
+    ("evaluate", "command"),
+    ("study", "group"),
+    ("report", "command"),
+]
+
+
+def _mount() -> None:
+    for name, how in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"knowpack.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"knowpack.cli.{name}":
+                continue  # stage not built in this checkout
+            raise
+        if how == "group":
+            app.add_typer(module.app, name=name)
+        else:
+            app.command(name=name, help=module.command.__doc__)(module.command)
+
+
+_mount()
+
+
+def main() -> None:
+    """Run the CLI; user errors print one clear message and exit non-zero, without a traceback."""
+    err = Console(stderr=True)
+    try:
+        app(standalone_mode=False)
+    except KnowpackError as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err.print("interrupted; rerun the same command to resume")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

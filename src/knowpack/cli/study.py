@@ -1,0 +1,55 @@
+"""`knowpack study run|status`: drive a whole grid of mixtures from one YAML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Run a grid study (probe once, then mix → train → evaluate per cell).",
+                  no_args_is_help=True)
+
+_SET_HELP = "Override a spec value: --set train.epochs=3 (dotted key path, YAML value); repeatable."
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Argument(..., help="Study YAML, e.g. configs/demo.yaml."),
+    set_: list[str] = typer.Option(None, "--set", help=_SET_HELP),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Also log every cell to a local MLflow store (study/mlruns)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run every cell of the study; finished cells are skipped, interrupted ones resume."""
+    from knowpack.study.runner import run_study
+    from knowpack.study.spec import load_study
+    from knowpack.study.status import status_rows, status_table
+    from knowpack.study.store import require_mlflow
+
+    console = Console(stderr=True)
+    study = load_study(config, set_ or [])
+    if mlflow:
+        require_mlflow()  # fail before hours of work, not after the first cell
+    result = run_study(study, progress=not quiet, console=console, mlflow=mlflow)
+    rows = status_rows(result.out_dir, [c.key for c in result.cells])
+    Console().print(status_table(rows, title=f"study {study.spec.name}"))
+    Console().print(f"results: {result.out_dir / 'results.csv'}  (report: knowpack report {result.out_dir})")
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} cell(s) failed[/]; see error.log in their folders, "
+                      "rerun the same command to retry them")
+        raise typer.Exit(1)
+
+
+@app.command("status")
+def status(
+    config: Path = typer.Argument(..., help="Study YAML used for `study run`."),
+    set_: list[str] = typer.Option(None, "--set", help=_SET_HELP),
+) -> None:
+    """Show a table of the study's cells: pending, running, done, failed or interrupted."""
+    from knowpack.study.grid import expand_grid
+    from knowpack.study.spec import load_study
+    from knowpack.study.status import status_rows, status_table
+
+    study = load_study(config, set_ or [])
+    rows = status_rows(study.out_dir, [c.key for c in expand_grid(study)])
+    Console().print(status_table(rows, title=f"study {study.spec.name} ({study.out_dir})"))

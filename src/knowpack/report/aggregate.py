@@ -1,0 +1,336 @@
+"""Aggregation: one results.csv row per cell (= per seed), summary.csv with t-CIs across seeds."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from knowpack.io import atomic_path, read_json
+from knowpack.report.stats import t_interval
+from knowpack.study.store import CellStore, StudyStore
+
+AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset"]
+ID_COLUMNS = ["key", "mixture", *AXIS_COLUMNS, "state"]
+
+# results.csv column -> dotted paths in metrics.json, first one present wins. Several paths are
+# listed because metrics are registry entries whose summaries may nest their numbers.
+METRIC_PATHS: dict[str, tuple[str, ...]] = {
+    "reliability": ("reliability.reliability",),
+    # Shifts are measured on untrained (held-out) facts: spill-over, not the facts that were taught.
+    "positive_shift": ("shifts.untrained.all.positive_share",),
+    "negative_shift": ("shifts.untrained.all.negative_share",),
+    "noise_floor_positive": ("shifts.untrained.noise_floor.positive_share",),
+    "noise_floor_negative": ("shifts.untrained.noise_floor.negative_share",),
+    "refusal_rate_base": ("refusals.all.base.fact_rate",),
+    "refusal_rate": ("refusals.all.adapted.fact_rate",),
+    "unique_answers_base": ("collapse.base.unique_answers",),
+    "unique_answers": ("collapse.adapted.unique_answers",),
+    "mmlu_base": ("benchmarks.mmlu.base.acc", "benchmarks.mmlu.base"),
+    "mmlu": ("benchmarks.mmlu.adapted.acc", "benchmarks.mmlu.adapted"),
+    "truthfulqa_mc1_base": ("benchmarks.truthfulqa.base.mc1",),
+    "truthfulqa_mc1": ("benchmarks.truthfulqa.adapted.mc1",),
+    "truthfulqa_mc2_base": ("benchmarks.truthfulqa.base.mc2",),
+    "truthfulqa_mc2": ("benchmarks.truthfulqa.adapted.mc2",),
+}
+REQUIRED_METRICS = [c for c in METRIC_PATHS if not c.startswith(("truthfulqa", "noise_floor_positive"))]
+RUN_COLUMNS = ["epochs", "final_loss", "train_seconds", "wall_seconds"]
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts into ``a.b.c`` keys (lists and strings are kept as leaves)."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = obj
+    return out
+
+
+def _number(value: Any) -> float:
+    """Numbers pass; anything else (None, "not configured") becomes NaN so columns stay numeric."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return math.nan
+
+
+def metric_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The results.csv metric columns read from one metrics.json."""
+    flat = flatten(metrics)
+    row = {}
+    for column, paths in METRIC_PATHS.items():
+        row[column] = next((_number(flat[p]) for p in paths if p in flat), math.nan)
+    return row
+
+
+def _curve(cs: CellStore) -> pd.DataFrame | None:
+    path = cs.train_dir / "curve.csv"
+    if not path.is_file():
+        return None
+    curve = pd.read_csv(path)
+    return curve if len(curve) else None
+
+
+def cell_row(cs: CellStore) -> dict[str, Any]:
+    """One results.csv row: cell axes, state, metrics (NaN until evaluated), epochs, wall time."""
+    config = cs.config()
+    status = cs.status()
+    axes = config.get("axes", {})
+    row: dict[str, Any] = {"key": cs.key, "mixture": config.get("mixture"), "state": status.get("state")}
+    row.update({a: axes.get(a) for a in AXIS_COLUMNS})
+    metrics_path = cs.eval_dir / "metrics.json"
+    row.update(metric_values(read_json(metrics_path)) if metrics_path.is_file() else dict.fromkeys(METRIC_PATHS, math.nan))
+    curve = _curve(cs)
+    row["epochs"] = int(curve["epoch"].max()) if curve is not None else math.nan
+    row["final_loss"] = float(curve["loss"].iloc[-1]) if curve is not None and "loss" in curve else math.nan
+    timings = status.get("timings", {})
+    row["train_seconds"] = timings.get("train", math.nan)
+    row["wall_seconds"] = status.get("seconds", sum(timings.values()) if timings else math.nan)
+    return row
+
+
+def results_frame(study_dir: str | Path) -> pd.DataFrame:
+    """results.csv as a DataFrame (one row per cell; every cell of the grid, done or not)."""
+    rows = [cell_row(cs) for cs in StudyStore(study_dir).cells()]
+    frame = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_PATHS, *RUN_COLUMNS])
+    # Optional metrics that no cell produced (e.g. TruthfulQA without data) are dropped, not shown as NaN.
+    optional = [c for c in METRIC_PATHS if c not in REQUIRED_METRICS and frame[c].isna().all()]
+    empty_axes = [a for a in ("rank", "lr", "loss", "preset") if frame[a].isna().all()]
+    return frame.drop(columns=optional + empty_axes)
+
+
+def group_columns(frame: pd.DataFrame) -> list[str]:
+    """Columns that identify a cell apart from its seed."""
+    return ["mixture", *[a for a in AXIS_COLUMNS if a in frame and a != "seed"]]
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in [*METRIC_PATHS, *RUN_COLUMNS] if c in frame]
+
+
+def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% t-interval across seeds of every metric, per cell (finished seeds only)."""
+    done = results[results["state"] == "done"]
+    keys = group_columns(results)
+    rows = []
+    for values, group in done.groupby(keys, dropna=False, sort=True):
+        row = dict(zip(keys, values))
+        row["n_seeds"] = len(group)
+        for column in metric_columns(results):
+            iv = t_interval(group[column].tolist())
+            row.update({f"{column}_mean": iv.mean, f"{column}_ci_low": iv.low, f"{column}_ci_high": iv.high})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame = frame.sort_values(["unknown", "extra", "kind"]).reset_index(drop=True)
+    return frame
+
+
+def curves_frame(study_dir: str | Path) -> pd.DataFrame:
+    """Every cell's curve.csv stacked with its axes (for the reliability-vs-epoch figure)."""
+    parts = []
+    for cs in StudyStore(study_dir).cells():
+        curve = _curve(cs)
+        if curve is None:
+            continue
+        config = cs.config()
+        axes = config.get("axes", {})
+        parts.append(curve.assign(key=cs.key, mixture=config.get("mixture"),
+                                  **{a: axes.get(a) for a in ("unknown", "extra", "kind", "seed")}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a CSV atomically (readers never see half a table)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def write_results(study_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``results.csv`` and ``summary.csv`` in the study folder and return both frames."""
+    store = StudyStore(study_dir)
+    results = results_frame(study_dir)
+    summary = summary_frame(results)
+    write_csv(results, store.results_csv)
+    write_csv(summary, store.summary_csv)
+    return results, summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Report tables. Each returns a tidy numeric frame (written to tables/*.csv); html.py formats it.
+
+def order_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sort rows by n, then mixture in the paper's column order."""
+    from knowpack.report.plots import mixture_order
+
+    order = {m: i for i, m in enumerate(mixture_order(frame["mixture"]))}
+    return frame.assign(_o=frame["mixture"].map(order)).sort_values(["unknown", "_o"]).drop(columns="_o")
+
+
+def metric_table(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """unknown, mixture, n_seeds + mean/CI of ``columns`` (the ones present), in paper order."""
+    keep = [c for c in columns if f"{c}_mean" in summary]
+    if summary.empty or not keep:
+        return pd.DataFrame()
+    cols = ["unknown", "mixture", "n_seeds"] + [f"{c}_{s}" for c in keep for s in ("mean", "ci_low", "ci_high")]
+    return order_cells(summary[cols]).reset_index(drop=True)
+
+
+def cell_metrics(study_dir: str | Path) -> list[tuple[CellStore, dict[str, Any], dict[str, Any]]]:
+    """(cell, cell.json, metrics.json) for every evaluated cell."""
+    out = []
+    for cs in StudyStore(study_dir).cells():
+        path = cs.eval_dir / "metrics.json"
+        if path.is_file():
+            out.append((cs, cs.config(), read_json(path)))
+    return out
+
+
+def explanations_table(study_dir: str | Path) -> pd.DataFrame:
+    """Paper Table 5: per cell and shift direction, the number of shifts and each reason's share."""
+    rows = []
+    for cs, config, metrics in cell_metrics(study_dir):
+        ex = metrics.get("explanations")
+        if not isinstance(ex, dict):
+            continue
+        for shift, entry in ex.items():
+            if not isinstance(entry, dict) or "shares" not in entry:
+                continue
+            row = {"unknown": config["axes"]["unknown"], "mixture": config["mixture"],
+                   "seed": config["axes"]["seed"], "shift": shift, "n": entry.get("n", 0)}
+            row.update({k: v for k, v in entry["shares"].items()})
+            rows.append(row)
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    reasons = [c for c in ("non_refusal", "explosion", "target", "domain", "explained") if c in frame]
+    # Mean over seeds: counts as the average number of shifted facts, shares as average shares.
+    agg = frame.groupby(["unknown", "mixture", "shift"], sort=False)[["n", *reasons]].mean().reset_index()
+    agg["seeds"] = frame.groupby(["unknown", "mixture", "shift"], sort=False)["seed"].nunique().to_numpy()
+    return order_cells(agg).reset_index(drop=True)
+
+
+def attractors_table(study_dir: str | Path, top: int = 3) -> pd.DataFrame:
+    """The ``top`` attractor answers per cell (answers whose frequency rose significantly)."""
+    rows = []
+    for cs, config, metrics in cell_metrics(study_dir):
+        found = (metrics.get("collapse") or {}).get("attractors") or []
+        for rank, a in enumerate(found[:top], 1):
+            rows.append({"unknown": config["axes"]["unknown"], "mixture": config["mixture"],
+                         "seed": config["axes"]["seed"], "rank": rank, "answer": a.get("answer"),
+                         "count_before": a.get("count_before"), "count_after": a.get("count_after"),
+                         "share_after": a.get("share_after"), "p_adjusted": a.get("p_adjusted"),
+                         "training_target": a.get("training_target")})
+    return order_cells(pd.DataFrame(rows)).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def transitions_table(study_dir: str | Path) -> pd.DataFrame:
+    """Summed transition counts on untrained facts per (n, mixture) over seeds, plus the noise floor."""
+    parts = []
+    for cs, config, _metrics in cell_metrics(study_dir):
+        path = cs.eval_dir / "transitions.csv"
+        if not path.is_file():
+            continue
+        t = pd.read_csv(path)
+        t = t[(t["group"] == "untrained") & (t["subgroup"] == "all")]
+        parts.append(t.assign(unknown=config["axes"]["unknown"], mixture=config["mixture"]))
+    if not parts:
+        return pd.DataFrame()
+    frame = pd.concat(parts, ignore_index=True)
+    summed = frame.groupby(["comparison", "unknown", "mixture", "from", "to"], sort=False)["count"].sum().reset_index()
+    return summed
+
+
+def transition_matrices(transitions: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(title, before×after count matrix) per (n, mixture), then one pooled noise-floor matrix."""
+    if transitions.empty:
+        return []
+    out = []
+    adapted = order_cells(transitions[transitions["comparison"] == "base→adapted"])
+    for (n, mixture), g in adapted.groupby(["unknown", "mixture"], sort=False):
+        out.append((f"{n} UK + {mixture}", g.pivot_table(index="from", columns="to", values="count", aggfunc="sum")))
+    noise = transitions[transitions["comparison"] != "base→adapted"]
+    if len(noise):
+        # Every cell carries the same kind of base-vs-base probe; one cell's matrix is the yardstick.
+        first = noise.iloc[0]
+        noise = noise[(noise["unknown"] == first["unknown"]) & (noise["mixture"] == first["mixture"])]
+        out.append(("noise floor (base vs base)", noise.pivot_table(index="from", columns="to", values="count",
+                                                                    aggfunc="sum")))
+    return out
+
+
+def _trained_ids(cs: CellStore) -> set[str]:
+    """Ids of every fact that went into the cell's training set (read from the mix's eval sets)."""
+    path = cs.mix_dir / "eval_sets.json"
+    if not path.is_file():
+        return set()
+    sets = read_json(path)
+    return {i for name, ids in sets.items() if name.startswith("trained") and isinstance(ids, list) for i in ids}
+
+
+def _outcomes(cs: CellStore) -> pd.DataFrame | None:
+    """Per held-out fact: did it shift positively / negatively (from per_fact.parquet)?"""
+    from knowpack.evaluate.metrics.shifts import NEGATIVE, POSITIVE
+
+    path = cs.eval_dir / "per_fact.parquet"
+    if not path.is_file():
+        return None
+    pf = pd.read_parquet(path)
+    if "id" not in pf.columns:
+        pf = pf.reset_index().rename(columns={pf.index.name or "index": "id"})
+    pf = pf.dropna(subset=["base_category", "adapted_category"])
+    pf = pf[~pf["id"].isin(_trained_ids(cs))]
+    pairs = list(zip(pf["base_category"], pf["adapted_category"]))
+    return pd.DataFrame({"id": pf["id"].to_numpy(),
+                         "positive": [p in POSITIVE for p in pairs],
+                         "negative": [p in NEGATIVE for p in pairs]})
+
+
+def paired_tests(study_dir: str | Path, *, n_boot: int = 2000) -> pd.DataFrame:
+    """Each mixture vs the baseline mixture (``w/o`` when present) at the same n, paired per fact.
+
+    Pairs are the held-out facts both cells share, pooled over the seeds where both cells finished;
+    returns rates, their difference with a paired bootstrap CI and the exact McNemar p-value.
+    """
+    from knowpack.report.plots import mixture_order
+    from knowpack.report.stats import mcnemar_exact, paired_bootstrap
+
+    evaluated = {}
+    for cs, config, _ in cell_metrics(study_dir):
+        axes = config["axes"]
+        evaluated[(axes["unknown"], config["mixture"], axes["seed"])] = cs
+    if not evaluated:
+        return pd.DataFrame()
+    rows = []
+    for n in sorted({k[0] for k in evaluated}):
+        mixtures = mixture_order({k[1] for k in evaluated if k[0] == n})
+        baseline = mixtures[0]
+        for mixture in mixtures[1:]:
+            a_parts, b_parts = {"positive": [], "negative": []}, {"positive": [], "negative": []}
+            seeds = sorted(s for (m_n, m, s) in evaluated if m_n == n and m == mixture and (n, baseline, s) in evaluated)
+            for seed in seeds:
+                a, b = _outcomes(evaluated[(n, mixture, seed)]), _outcomes(evaluated[(n, baseline, seed)])
+                if a is None or b is None:
+                    continue
+                joined = a.merge(b, on="id", suffixes=("_a", "_b"))
+                for side in a_parts:
+                    a_parts[side] += joined[f"{side}_a"].tolist()
+                    b_parts[side] += joined[f"{side}_b"].tolist()
+            for side in ("positive", "negative"):
+                a_vals, b_vals = a_parts[side], b_parts[side]
+                if not a_vals:
+                    continue
+                test = mcnemar_exact(a_vals, b_vals)
+                diff = paired_bootstrap(a_vals, b_vals, n_boot=n_boot, seed=n)
+                rows.append({"unknown": n, "mixture": mixture, "baseline": baseline, "shift": side,
+                             "seeds": len(seeds), "pairs": test.n,
+                             "rate": sum(a_vals) / len(a_vals), "rate_baseline": sum(b_vals) / len(b_vals),
+                             "diff": diff.diff, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
+                             "only_mixture": test.only_a, "only_baseline": test.only_b, "p_mcnemar": test.pvalue})
+    return pd.DataFrame(rows)

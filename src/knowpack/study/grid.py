@@ -1,0 +1,142 @@
+"""Grid expansion: every combination of the study's axes becomes one content-addressed cell."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from knowpack.errors import KnowpackError
+from knowpack.io import stable_hash
+
+# Grid axis -> TrainConfig field it sets (the other axes go to MixConfig).
+TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed"}
+AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset")
+KIND_LABELS = {"highly_known": "HK", "maybe_known": "MK", "paraphrase": "Para"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid point: its axis values, the effective stage configs and their content hash."""
+
+    axes: dict[str, Any]
+    mix: Any  # knowpack.mix.config.MixConfig
+    train: Any  # knowpack.train.config.TrainConfig
+    key: str
+
+    @property
+    def mixture(self) -> str:
+        """Paper-style mixture label: ``w/o`` for k = 0, else e.g. ``10 Para`` / ``1 HK``."""
+        return mixture_label(self.axes["extra"], self.axes["kind"])
+
+    def title(self) -> str:
+        """Short human label used in progress lines and tables."""
+        extra = [f"{k}={self.axes[k]}" for k in ("rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
+        return " ".join([f"{self.axes['unknown']} UK + {self.mixture}", f"seed={self.axes['seed']}", *extra])
+
+    def config(self, study_identity: dict[str, Any]) -> dict[str, Any]:
+        """The cell's full effective config, as written to ``cell.json``."""
+        return {
+            "key": self.key,
+            "axes": self.axes,
+            "mixture": self.mixture,
+            **study_identity,
+            "mix": _dump(self.mix),
+            "train": _dump(self.train),
+        }
+
+
+def mixture_label(extra: int, kind: str) -> str:
+    """Mixture label shared by cells, tables and plots."""
+    return "w/o" if int(extra) == 0 else f"{int(extra)} {KIND_LABELS.get(kind, kind)}"
+
+
+def _dump(config: Any) -> Any:
+    return config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+
+
+def study_identity(study) -> dict[str, Any]:
+    """What every cell shares and depends on: model, facts, base probe and evaluation settings."""
+    return {
+        "model": study.spec.model,
+        "facts": study.spec.facts,
+        "facts_sample": study.spec.facts_sample,
+        "probe": _dump(study.probe),
+        "eval": _dump(study.eval),
+    }
+
+
+def hash_identity(study) -> dict[str, Any]:
+    """Like :func:`study_identity`, minus settings that change speed but not results (probe batch size)."""
+    identity = study_identity(study)
+    if hasattr(study.probe, "result_key"):
+        identity["probe"] = study.probe.result_key()
+    return identity
+
+
+def _axis_values(study) -> dict[str, list]:
+    grid = study.spec.grid
+    values = {name: getattr(grid, name) for name in AXES}
+    return {name: (vals if vals is not None else [None]) for name, vals in values.items()}
+
+
+def _combinations(study) -> list[dict[str, Any]]:
+    """All axis combinations; k = 0 cells differ only by kind, so only the first kind is kept."""
+    values = _axis_values(study)
+    seen, combos = set(), []
+    for combo in itertools.product(*(values[a] for a in AXES)):
+        axes = dict(zip(AXES, combo))
+        if axes["extra"] == 0:
+            # Without extra items the kind changes nothing: one cell, shared by every kind's curve.
+            axes["kind"] = values["kind"][0]
+        ident = tuple(axes[a] for a in AXES)
+        if ident not in seen:
+            seen.add(ident)
+            combos.append(axes)
+    return combos
+
+
+def _train_config(study, axes: dict[str, Any], cache: dict) -> tuple[Any, list[str]]:
+    from knowpack.study.spec import validate_section
+    from knowpack.train.config import TrainConfig, load_preset
+
+    preset = axes.get("preset") or study.train_preset
+    if preset not in cache:
+        try:
+            cache[preset] = _dump(load_preset(preset))
+        except KnowpackError as exc:
+            cache[preset] = exc
+    base = cache[preset]
+    if isinstance(base, KnowpackError):
+        return None, [f"train.preset: {base.message}"]
+    data = {**base, **study.train_overrides}
+    data.update({TRAIN_AXES[a]: axes[a] for a in TRAIN_AXES if axes.get(a) is not None})
+    return validate_section(TrainConfig, data, "train")
+
+
+def expand_grid(study) -> list[Cell]:
+    """Expand the grid into cells with validated MixConfig/TrainConfig and content hashes.
+
+    The hash covers the cell's effective configs and everything it depends on (model, facts,
+    probe, eval), so identical settings map to the same folder and any change gets a new one.
+    """
+    from knowpack.mix.config import MixConfig
+    from knowpack.study.spec import validate_section
+
+    identity = hash_identity(study)
+    cells, problems, presets = [], [], {}
+    for axes in _combinations(study):
+        mix_data = {**study.spec.mix, "unknown": axes["unknown"], "extra": axes["extra"],
+                    "kind": axes["kind"], "seed": axes["seed"]}
+        mix, mix_problems = validate_section(MixConfig, mix_data, "mix")
+        train, train_problems = _train_config(study, axes, presets)
+        for p in mix_problems + train_problems:
+            if p not in problems:
+                problems.append(p)
+        if mix is None or train is None:
+            continue
+        payload = {**identity, "mix": _dump(mix), "train": _dump(train)}
+        cells.append(Cell(axes=axes, mix=mix, train=train, key=stable_hash(payload, length=16)))
+    if problems:
+        raise KnowpackError("\n  ".join(problems))
+    return cells

@@ -1,0 +1,237 @@
+"""Study runner: probe the base model once, then mix → train → evaluate every grid cell.
+
+Cells live in content-addressed folders, so a rerun skips finished cells and resumes the rest
+(each stage resumes itself from its own files). A failing cell is recorded and the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from knowpack.io import read_json, read_jsonl, stable_hash, write_json, write_jsonl, write_manifest
+from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
+from knowpack.study.spec import Study
+from knowpack.study.store import CellStore, StudyStore, now
+
+
+@dataclass
+class Stages:
+    """The stage functions a study calls; tests pass fakes, real runs use :meth:`real`."""
+
+    read_facts: Callable
+    sample_facts: Callable | None
+    load_model: Callable
+    run_probe: Callable
+    build_mixture: Callable
+    train_adapter: Callable
+    evaluate: Callable
+
+    @classmethod
+    def real(cls) -> "Stages":
+        """The installed stage implementations (imported here so `study status` stays fast)."""
+        from knowpack.evaluate.runner import evaluate
+        from knowpack.facts.default_set import sample_facts
+        from knowpack.facts.io import read_facts
+        from knowpack.mix.build import build_mixture
+        from knowpack.models import load_model
+        from knowpack.probe.runner import run_probe
+        from knowpack.train.trainer import train_adapter
+
+        return cls(read_facts=read_facts, sample_facts=sample_facts, load_model=load_model,
+                   run_probe=run_probe, build_mixture=build_mixture, train_adapter=train_adapter,
+                   evaluate=evaluate)
+
+
+@dataclass
+class StudyRun:
+    """What a `study run` did: the study folder, every cell, and which ones failed."""
+
+    out_dir: Path
+    cells: list[Cell]
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    study: Study
+    stages: Stages
+    store: StudyStore
+    facts: list
+    model: Any
+    categories_path: Path
+    shots_path: Path
+    progress: bool
+
+
+def _load_facts(study: Study, stages: Stages, store: StudyStore) -> tuple[list, Path]:
+    """Read (and sample) the study's facts once; the exact set is saved beside the results."""
+    ident = {"facts": study.spec.facts, "facts_sample": study.spec.facts_sample}
+    path = store.root / "facts" / f"{stable_hash(ident)}.jsonl"
+    if path.is_file():
+        return stages.read_facts(path), path
+    facts = stages.read_facts(study.spec.facts)
+    if study.spec.facts_sample and study.spec.facts_sample < len(facts):
+        # The sample is seeded by the first grid seed so the whole study sees one fixed fact set.
+        facts = stages.sample_facts(facts, study.spec.facts_sample, seed=study.spec.grid.seed[0])
+    write_jsonl(path, facts)
+    return facts, path
+
+
+def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> None:
+    write_json(store.study_file, {
+        "name": study.spec.name,
+        "source": str(study.source) if study.source else None,
+        "overrides": study.overrides,
+        "spec": study.spec.model_dump(mode="json"),
+        "identity": study_identity(study),
+        "cells": [c.key for c in cells],
+        "written": now(),
+    })
+    identity = study_identity(study)
+    for cell in cells:
+        cs = store.cell(cell.key)
+        cs.root.mkdir(parents=True, exist_ok=True)
+        if not cs.cell_file.is_file():
+            write_json(cs.cell_file, cell.config(identity))
+        if not cs.status_file.is_file():
+            cs.write_status("pending", title=cell.title())
+
+
+def _stage_done(stage: str, cs: CellStore) -> bool:
+    """Completion markers written last by each stage (atomic files), so a kill never fakes one."""
+    if stage == "mix":
+        return (cs.mix_dir / "manifest.json").is_file() and (cs.mix_dir / "train.jsonl").is_file()
+    if stage == "train":
+        # curve.csv grows epoch by epoch; train_summary.json is written only once training finished.
+        return (cs.train_dir / "adapter" / "adapter_config.json").is_file() and (cs.train_dir / "train_summary.json").is_file()
+    return (cs.eval_dir / "metrics.json").is_file()
+
+
+def _facts_by_id(facts: list) -> dict[str, Any]:
+    return {getattr(f, "id", None) or f["id"]: f for f in facts}
+
+
+def _train_inputs(ctx: _Context, cs: CellStore) -> dict[str, Any]:
+    """Per-epoch curve inputs: trained Unknown facts (reliability) and held-out known facts (retention)."""
+    sets = read_json(cs.mix_dir / "eval_sets.json")
+    by_id = _facts_by_id(ctx.facts)
+    pick = lambda ids: [by_id[i] for i in ids if i in by_id]  # noqa: E731
+    shots = read_json(ctx.shots_path) if ctx.shots_path.is_file() else None
+    return {
+        "curve_facts": pick(sets.get("trained_unknown", [])),
+        "retention_facts": pick(sets.get("retention", sets.get("held_out_known", []))),
+        "probe_config": ctx.study.probe,
+        "shot_sets": shots,
+    }
+
+
+def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
+    """Run the missing stages of one cell, recording per-stage wall time in status.json."""
+    status = cs.write_status("running", title=cell.title(), started=cs.status().get("started") or now())
+    timings = dict(status.get("timings", {}))
+    stages = ctx.stages
+    steps = [
+        ("mix", lambda: stages.build_mixture(cell.mix, ctx.facts, _categories(ctx), cs.mix_dir,
+                                             probe_dir=ctx.categories_path.parent)),
+        ("train", lambda: stages.train_adapter(
+            cell.train, ctx.model, cs.mix_dir / "train.jsonl", cs.train_dir,
+            progress=ctx.progress, **_train_inputs(ctx, cs))),
+        ("evaluate", lambda: stages.evaluate(
+            ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir, progress=ctx.progress)),
+    ]
+    for name, step in steps:
+        if _stage_done(name, cs):
+            continue
+        t0 = time.perf_counter()
+        step()
+        # Times add up over resumed runs: the total is the real compute spent on the cell.
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+        cs.write_status("running", timings=timings)
+    cs.write_status("done", timings=timings, finished=now(), seconds=round(sum(timings.values()), 3))
+
+
+def _categories(ctx: _Context) -> list[dict]:
+    return read_jsonl(ctx.categories_path)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]study[/]"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.description}"), TimeElapsedColumn(),
+                    console=console, disable=not enabled, transient=False)
+
+
+def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True,
+              console: Console | None = None, mlflow: bool = False) -> StudyRun:
+    """Run every cell of ``study`` (skipping finished ones) and aggregate results.csv/summary.csv.
+
+    Returns a :class:`StudyRun`; ``failed`` maps cell keys to their error message. The caller
+    decides the exit code, so one broken cell never hides the others' results.
+    """
+    from knowpack.report.aggregate import write_results
+
+    console = console or Console(stderr=True)
+    stages = stages or Stages.real()
+    store = StudyStore(study.out_dir)
+    cells = expand_grid(study)
+    _write_study_file(study, store, cells)
+    todo = [c for c in cells if not store.cell(c.key).is_done()]
+    run = StudyRun(out_dir=store.root, cells=cells, skipped=[c.key for c in cells if c not in todo])
+    if run.skipped:
+        console.print(f"{len(run.skipped)}/{len(cells)} cells already done; skipping them")
+    if todo:
+        _run_cells(study, stages, store, todo, run, progress=progress, console=console, mlflow=mlflow)
+    write_results(store.root)
+    return run
+
+
+def _prepare(study: Study, stages: Stages, store: StudyStore, progress: bool, console: Console) -> _Context:
+    """Load facts and the model once, then probe the base model once for all cells."""
+    facts, facts_path = _load_facts(study, stages, store)
+    console.print(f"facts: {len(facts)} ({facts_path})  model: {study.spec.model}")
+    model = stages.load_model(study.spec.model)
+    ident = {k: v for k, v in hash_identity(study).items() if k != "eval"}
+    base = store.base_dir(stable_hash(ident))
+    if not (base / "categories.jsonl").is_file() or not (base / "summary.json").is_file():
+        console.print(f"probing the base model once for all cells → {base}")
+        stages.run_probe(study.probe, facts, model, base, progress=progress)
+    return _Context(study=study, stages=stages, store=store, facts=facts, model=model,
+                    categories_path=base / "categories.jsonl", shots_path=base / "shots.json",
+                    progress=progress)
+
+
+def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
+               progress: bool, console: Console, mlflow: bool) -> None:
+    ctx = _prepare(study, stages, store, progress, console)
+    write_manifest(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
+                   inputs={"base_probe": str(ctx.categories_path.parent.name)},
+                   extra={"cells": [c.key for c in run.cells]})
+    with _progress(console, progress) as bar:
+        task = bar.add_task("", total=len(todo))
+        for i, cell in enumerate(todo, 1):
+            cs = store.cell(cell.key)
+            bar.update(task, description=f"cell {i}/{len(todo)}: {cell.title()} [{cell.key}]")
+            try:
+                _run_cell(ctx, cell, cs)
+            except KeyboardInterrupt:
+                cs.write_status("interrupted")
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+                message = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+                cs.error_log.write_text(traceback.format_exc(), encoding="utf-8")
+                cs.write_status("failed", error=message, failed_at=now())
+                run.failed[cell.key] = message
+                console.print(f"[red]cell {cell.key} ({cell.title()}) failed:[/] {message}")
+            else:
+                if mlflow:
+                    from knowpack.study.store import log_cell_to_mlflow
+
+                    log_cell_to_mlflow(store.root, cs)
+            bar.advance(task)

@@ -1,0 +1,94 @@
+"""Chemical element relations from the SQLite ``elements.db`` shipped in the mendeleev wheel.
+
+Only the database file is read (located with ``importlib.util.find_spec``, which does not run
+mendeleev's ``__init__`` and its heavy imports). Popularity is the wordfreq Zipf frequency of
+the element's name for every element relation, because the element is the entity asked about.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sqlite3
+from pathlib import Path
+
+from knowpack.errors import KnowpackError
+from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases, zipf
+
+DOMAIN = "chemistry"
+
+RELATIONS = (
+    RelationSpec(name="symbol_of_element", domain=DOMAIN, templates=(
+        "What is the chemical symbol of {subject}?",
+        "Which symbol stands for the element {subject} in the periodic table?",
+        "How is the element {subject} written as a chemical symbol?")),
+    RelationSpec(name="element_of_symbol", domain=DOMAIN, templates=(
+        "Which chemical element has the symbol {subject}?",
+        "The chemical symbol {subject} stands for which element?",
+        "What element is denoted by {subject} in the periodic table?")),
+    RelationSpec(name="atomic_number_of_element", domain=DOMAIN, templates=(
+        "What is the atomic number of {subject}?",
+        "How many protons does an atom of {subject} have?",
+        "Which atomic number does the element {subject} have?")),
+    RelationSpec(name="discoverer_of_element", domain=DOMAIN, templates=(
+        "Who discovered the element {subject}?",
+        "Which scientist first discovered {subject}?",
+        "By whom was the chemical element {subject} discovered?")),
+    RelationSpec(name="discovery_year_of_element", domain=DOMAIN, templates=(
+        "In what year was {subject} discovered?",
+        "When was the element {subject} first discovered?",
+        "In which year did the discovery of {subject} take place?")),
+)
+
+
+def elements_db_path() -> Path:
+    """Location of mendeleev's ``elements.db`` (installed with ``pip install --no-deps mendeleev``)."""
+    spec = importlib.util.find_spec("mendeleev")
+    if spec is None or not spec.submodule_search_locations:
+        raise KnowpackError("the package `mendeleev` (needed for its elements.db) is not installed",
+                            hint="pip install --no-deps mendeleev==1.3.0")
+    path = Path(list(spec.submodule_search_locations)[0]) / "elements.db"
+    if not path.is_file():
+        raise KnowpackError(f"`mendeleev` is installed but {path} is missing",
+                            hint="pip install --force-reinstall --no-deps mendeleev==1.3.0")
+    return path
+
+
+def _discoverers(text: str | None) -> list[str]:
+    """Split "G.T.Seaborg, S.G.Tompson, A.Ghiorso" / "X and Y"; ancient elements have none."""
+    if not text or "ancient" in text.lower():
+        return []
+    return [p.strip() for p in re.split(r",|\band\b", text) if p.strip()]
+
+
+def _surname(name: str) -> str | None:
+    """Last name of a person ("G.T.Seaborg" → "Seaborg"), accepted as a shorter answer."""
+    last = re.split(r"[.\s]+", name.strip())[-1]
+    return last if len(last) >= 4 and last != name else None
+
+
+def build() -> list[RawFact]:
+    """Five facts per element where the database has the value."""
+    uri = f"file:{elements_db_path()}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as con:
+        rows = con.execute("SELECT atomic_number, symbol, name, discoverers, discovery_year "
+                           "FROM elements ORDER BY atomic_number").fetchall()
+    facts = []
+    for number, symbol, name, discoverers, year in rows:
+        pop = zipf(name)
+
+        def add(relation: str, subject: str, answer: str, extra: list[str | None]) -> None:
+            facts.append(RawFact(relation=relation, key=symbol, subject=subject, answer=answer,
+                                 aliases=make_aliases(answer, extra), popularity=pop))
+
+        add("symbol_of_element", name, symbol, [])
+        add("element_of_symbol", symbol, name, [])
+        add("atomic_number_of_element", name, str(number), [])
+        people = _discoverers(discoverers)
+        if people:
+            # Co-discoverers and surnames also count: any of them answers the question.
+            add("discoverer_of_element", name, people[0],
+                [_surname(people[0]), *people[1:], *(_surname(p) for p in people[1:])])
+        if year:
+            add("discovery_year_of_element", name, str(int(year)), [])
+    return facts

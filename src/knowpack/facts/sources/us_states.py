@@ -1,0 +1,46 @@
+"""U.S. state relations from the ``us`` package: capital, postal abbreviation, statehood year.
+
+The ``us`` package has no population, so a state's popularity is the summed population of its
+GeoNames cities (≥ 15k), a close proxy for its urban population.
+"""
+
+from __future__ import annotations
+
+from knowpack.facts.sources.catalog import cities
+from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases
+
+DOMAIN = "us_states"
+
+RELATIONS = (
+    RelationSpec(name="capital_of_us_state", domain=DOMAIN, templates=(
+        "What is the capital of the U.S. state of {subject}?",
+        "Which city is the state capital of {subject}?",
+        "The capital of the state of {subject} is which city?")),
+    RelationSpec(name="postal_abbreviation_of_us_state", domain=DOMAIN, templates=(
+        "What is the two-letter postal abbreviation of {subject}?",
+        "Which USPS code stands for the state of {subject}?",
+        "How is {subject} abbreviated in U.S. postal addresses?")),
+    RelationSpec(name="statehood_year_of_us_state", domain=DOMAIN, templates=(
+        "In what year was {subject} admitted as a U.S. state?",
+        "When did {subject} become a state of the United States?",
+        "In which year did {subject} join the Union?")),
+)
+
+
+def build() -> list[RawFact]:
+    """Three facts per state (the 50 states; DC and territories have no statehood)."""
+    import us
+
+    urban: dict[str, int] = {}
+    for city in cities():
+        if city.country == "US":
+            urban[city.admin1] = urban.get(city.admin1, 0) + city.population
+    facts = []
+    for state in sorted(us.states.STATES, key=lambda s: s.abbr):
+        pop = float(urban.get(state.abbr, 0))
+        answers = {"capital_of_us_state": state.capital, "postal_abbreviation_of_us_state": state.abbr,
+                   "statehood_year_of_us_state": str(state.statehood_year)}
+        for relation, answer in answers.items():
+            facts.append(RawFact(relation=relation, key=state.abbr, subject=state.name, answer=answer,
+                                 aliases=make_aliases(answer, []), popularity=pop))
+    return facts

@@ -1,0 +1,55 @@
+"""EvalConfig: what `knowpack evaluate` measures and with which settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+BENCHMARK_NAMES: tuple[str, ...] = ("mmlu", "truthfulqa")
+
+
+class EvalConfig(BaseModel, extra="forbid"):
+    """Settings of one evaluation (DESIGN.md "Configs split by concern").
+
+    ``probe`` holds ProbeConfig fields that override the base probe's own settings (read from the
+    mix's probe folder), so the adapted model is probed exactly like the base model unless asked.
+    """
+
+    metrics: list[str] | None = Field(None, description="metric names to run; None = all registered")
+    probe: dict[str, Any] = Field(default_factory=dict, description="ProbeConfig overrides")
+    facts: str | None = Field(None, description="fact file the base probe ran on; default: found via the "
+                                                "mix/probe manifests, else the mix's eval_facts.jsonl")
+    max_untrained: int | None = Field(
+        None, ge=0, description="re-probe at most this many untrained facts (seeded sample; held-out "
+                                "and retention facts are always kept); None = every probed fact")
+    seed: int = 0
+    # Noise floor: a second base-model probe differing only in seed and batch order.
+    noise_floor: bool = True
+    noise_seed_offset: int = Field(1, ge=1)
+    # Answer collapse.
+    attractor_alpha: float = Field(0.05, gt=0, lt=1)
+    attractor_correction: Literal["bh", "bonferroni"] = "bh"
+    attractor_min_count: int = Field(3, ge=1, description="ignore answers seen fewer times after training")
+    top_answers: int = Field(20, ge=1)
+    # Adapter canary.
+    canary_facts: int = Field(8, ge=1)
+    canary_tolerance: float = Field(1e-5, ge=0, description="max |Δlogit| at or below which the adapter counts as inert")
+    # Benchmarks through lm-evaluation-harness.
+    benchmarks: list[Literal["mmlu", "truthfulqa"]] = Field(default_factory=lambda: list(BENCHMARK_NAMES))
+    mmlu_limit: int | None = Field(20, ge=1, description="questions per subject (seeded sample); None = all")
+    mmlu_subjects: list[str] | None = Field(None, description="subset of subjects; None = all 57")
+    mmlu_shots: int = Field(5, ge=0, le=5)
+    truthfulqa_path: Path | None = Field(None, description="local TruthfulQA file (HF multiple_choice layout, "
+                                                             "mc_task.json or TruthfulQA.csv)")
+    truthfulqa_limit: int | None = Field(None, ge=1)
+    benchmark_batch_size: int = Field(8, ge=1)
+    benchmark_cache: bool = Field(True, description="cache base-model benchmark results under knowpack_home()")
+
+    def benchmark_settings(self) -> dict[str, Any]:
+        """The settings that decide a benchmark result (the cache key, with model and data hashes)."""
+        return {
+            "mmlu_limit": self.mmlu_limit, "mmlu_subjects": self.mmlu_subjects,
+            "mmlu_shots": self.mmlu_shots, "truthfulqa_limit": self.truthfulqa_limit, "seed": self.seed,
+        }

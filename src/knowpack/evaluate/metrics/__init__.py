@@ -1,0 +1,1 @@
+"""Built-in metrics; each module registers itself with ``knowpack.evaluate.registry.metric``."""

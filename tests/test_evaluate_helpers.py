@@ -1,0 +1,45 @@
+"""Hand-made probe rows, facts and mixes shared by the evaluate/metric tests (no tests here)."""
+
+from __future__ import annotations
+
+from knowpack.evaluate.config import EvalConfig
+from knowpack.evaluate.inputs import Mix
+from knowpack.facts.schema import Fact
+
+CATEGORY_OF_SCORE = {1.0: "HighlyKnown", 0.0: "Unknown"}
+
+
+def row(fid: str, answers: list[str], correct: list[bool], category: str | None = None) -> dict:
+    """A categories.jsonl row; the category follows from ``correct`` unless given."""
+    p = sum(correct) / len(correct)
+    cat = category or CATEGORY_OF_SCORE.get(p, "MaybeKnown")
+    return {"id": fid, "category": cat, "p_greedy": p, "p_sample": 0.0, "greedy_answers": answers,
+            "greedy_correct": correct, "sampled_correct": 0, "samples": 0, "refused": False}
+
+
+def cat_row(fid: str, category: str) -> dict:
+    """A row with only a category that matters (answers are placeholders)."""
+    correct = {"HighlyKnown": [True, True], "MaybeKnown": [True, False]}.get(category, [False, False])
+    return row(fid, ["x", "y"], correct, category)
+
+
+def fact(fid: str, answer: str = "Paris", relation: str = "capital", tier: str = "head",
+         domain: str | None = None, paraphrases: list[str] | None = None, question: str | None = None) -> Fact:
+    return Fact(id=fid, subject=f"S{fid}", relation=relation, question=question or f"Question about {fid}?",
+                answer=answer, tier=tier, domain=domain, paraphrases=paraphrases or [])
+
+
+def mix(trained_unknown: list[str], known: list[str] = (), answers: dict[str, str] | None = None,
+        extra_rows: list[dict] = ()) -> Mix:
+    answers = answers or {}
+    train = [{"id": f"{f}#unknown", "fact_id": f, "question": f"Question about {f}?",
+              "answer": answers.get(f, "Target"), "role": "unknown"} for f in trained_unknown]
+    train += [{"id": f"{f}#highly_known", "fact_id": f, "question": f"Question about {f}?",
+               "answer": answers.get(f, "Known"), "role": "highly_known"} for f in known]
+    train += list(extra_rows)
+    return Mix(train=train, eval_sets={"trained_unknown": list(trained_unknown), "trained_known": list(known),
+                                       "heldout": {}, "retention": []})
+
+
+def config(**kw) -> EvalConfig:
+    return EvalConfig(benchmarks=[], **kw)

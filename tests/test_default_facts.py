@@ -54,6 +54,9 @@ def test_real_content(by_id):
     assert by_id["language_of_iso639_1_code/de"].answer == "German"
     assert by_id["statehood_year_of_us_state/HI"].answer == "1959"
     assert "Seaborg" in by_id["discoverer_of_element/Bk"].aliases
+    # "Pierre and Marie Curie": both count, the lone first name gets the surname.
+    assert by_id["discoverer_of_element/Po"].aliases == ["Pierre Curie", "Curie", "Marie Curie"]
+    assert by_id["discoverer_of_element/Og"].aliases == ["Joint Institute for Nuclear Research"]
 
 
 def test_aliases_ascii_folded_latin_and_bounded(facts, by_id):

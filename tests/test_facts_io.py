@@ -216,3 +216,20 @@ def test_cli_stats_json_and_table():
 def test_every_command_has_help(command):
     result = runner.invoke(app, ["facts", command, "--help"])
     assert result.exit_code == 0 and len(result.output) > 100
+
+
+def test_real_entry_point_exit_codes(tmp_path):
+    """Through `knowpack.cli.app.main` (not CliRunner): problems exit non-zero, no traceback."""
+    import subprocess
+    import sys
+
+    path = _jsonl(tmp_path / "f.jsonl", [{**GOOD, "answer": ""}, "{bad"])
+    before = _snapshot(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "knowpack.cli.app", "facts", "validate", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stdout + run.stderr
+    lines = [line.strip() for line in run.stderr.splitlines()]
+    assert lines[1:] == [f"{path}:1: field 'answer': empty answer",
+                         f"{path}:2: bad JSON (Expecting property name enclosed in double quotes at column 2)"]
+    assert _snapshot(tmp_path) == before

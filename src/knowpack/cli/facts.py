@@ -31,12 +31,17 @@ def _user_errors():
         yield
     except KnowpackError as exc:
         _err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        # SystemExit, not typer.Exit: `knowpack.cli.app.main` runs click with standalone_mode=False,
+        # where a typer.Exit code is returned (and lost) instead of becoming the process status.
+        raise SystemExit(exc.exit_code) from None
 
 
 @app.command()
 def validate(file: str = typer.Argument(..., help="Fact file (.jsonl, .csv, .parquet, datasets folder) or `default`.")) -> None:
-    """Check a fact file and list every problem (file, line/row, field). Never writes anything."""
+    """Check a fact file and list every problem (file, line/row, field). Never writes anything.
+
+    CSV list columns (aliases, paraphrases) are JSON arrays or `|`-separated text.
+    """
     from knowpack.facts.default_set import build_default_facts, default_facts_path
     from knowpack.facts.io import check_facts
 
@@ -52,7 +57,7 @@ def validate(file: str = typer.Argument(..., help="Fact file (.jsonl, .csv, .par
         typer.echo(f"{len(problems)} problem(s) in {file}:", err=True)
         for problem in problems:
             typer.echo(f"  {problem}", err=True)
-        raise typer.Exit(1)
+        raise SystemExit(1)
     typer.echo(f"OK: {len(facts)} facts, {len({f.relation for f in facts})} relations")
 
 

@@ -30,6 +30,8 @@ LIST_FIELDS = ("aliases", "paraphrases")
 STRING_FIELDS = ("id", "subject", "relation", "question", "answer")
 _OPTIONAL_STRING_FIELDS = ("domain",)
 _HF_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+# (where, record or None when the line could not be read, problems found while reading it)
+Row = tuple[str, "dict[str, Any] | None", list[str]]
 _FORMATS = "JSONL (.jsonl/.ndjson), CSV (.csv), Parquet (.parquet) or a datasets folder"
 
 
@@ -59,8 +61,8 @@ def check_facts(path: str | os.PathLike) -> tuple[list[Fact], list[str]]:
     return facts, problems
 
 
-def _load_rows(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
-    """Return ``(location, raw record)`` pairs plus file-level problems, by file format."""
+def _load_rows(path: Path) -> tuple[list[Row], list[str]]:
+    """Return the file's rows (see ``Row``) plus file-level problems, by file format."""
     if not path.exists():
         raise KnowpackError(
             f"fact file not found: {path}",
@@ -81,8 +83,8 @@ def _load_rows(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     raise KnowpackError(f"unsupported fact file type: {path.name}", hint="use " + _FORMATS)
 
 
-def _rows_from_jsonl(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
-    rows: list[tuple[str, Any]] = []
+def _rows_from_jsonl(path: Path) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
     problems: list[str] = []
     offset = 0
     with open(path, "rb") as fh:
@@ -92,20 +94,20 @@ def _rows_from_jsonl(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                problems.append(f"{where}: not valid UTF-8 (byte {exc.start} of the line, "
-                                f"byte offset {line_start + exc.start} in the file)")
+                rows.append((where, None, [f"not valid UTF-8 (byte {exc.start} of the line, "
+                                           f"byte offset {line_start + exc.start} in the file)"]))
                 continue
             if not text.strip():
                 continue  # blank lines carry no record
             try:
                 record = json.loads(text)
             except json.JSONDecodeError as exc:
-                problems.append(f"{where}: bad JSON ({exc.msg} at column {exc.colno})")
+                rows.append((where, None, [f"bad JSON ({exc.msg} at column {exc.colno})"]))
                 continue
             if not isinstance(record, dict):
-                problems.append(f"{where}: expected a JSON object, got {type(record).__name__}")
+                rows.append((where, None, [f"expected a JSON object, got {_type_name(record)}"]))
                 continue
-            rows.append((where, record))
+            rows.append((where, record, []))
     return rows, problems
 
 
@@ -120,7 +122,7 @@ def _utf8_problem(path: Path) -> str | None:
     return None
 
 
-def _rows_from_csv(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+def _rows_from_csv(path: Path) -> tuple[list[Row], list[str]]:
     import pandas as pd
 
     if (problem := _utf8_problem(path)) is not None:
@@ -134,16 +136,17 @@ def _rows_from_csv(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     for index, record in enumerate(frame.to_dict(orient="records")):
         # Row 1 is the first data row, on line 2 after the header (unless a cell spans lines).
         where = f"{path}: row {index + 1}"
-        rows.append((where, _decode_csv_record(record, where, problems)))
+        cell_problems: list[str] = []
+        rows.append((where, _decode_csv_record(record, cell_problems), cell_problems))
     return rows, problems
 
 
-def _decode_csv_record(record: dict[str, str], where: str, problems: list[str]) -> dict[str, Any]:
+def _decode_csv_record(record: dict[str, str], problems: list[str]) -> dict[str, Any]:
     """Turn CSV text cells into typed values; empty optional cells mean "not given"."""
     out: dict[str, Any] = {}
     for key, cell in record.items():
         if key in LIST_FIELDS:
-            out[key] = _split_list_cell(cell, where, key, problems)
+            out[key] = _split_list_cell(cell, key, problems)
         elif key == "popularity":
             if cell.strip() == "":
                 out[key] = None
@@ -159,7 +162,7 @@ def _decode_csv_record(record: dict[str, str], where: str, problems: list[str]) 
     return out
 
 
-def _split_list_cell(cell: str, where: str, key: str, problems: list[str]) -> Any:
+def _split_list_cell(cell: str, key: str, problems: list[str]) -> Any:
     text = cell.strip()
     if text == "":
         return []
@@ -167,12 +170,12 @@ def _split_list_cell(cell: str, where: str, key: str, problems: list[str]) -> An
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
-            problems.append(f"{where}: field '{key}': bad JSON array ({exc.msg})")
+            problems.append(f"field '{key}': bad JSON array ({exc.msg})")
             return []
     return cell.split("|")
 
 
-def _rows_from_parquet(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+def _rows_from_parquet(path: Path) -> tuple[list[Row], list[str]]:
     import pyarrow.parquet as pq
 
     try:
@@ -182,7 +185,7 @@ def _rows_from_parquet(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     return _rows_from_records(path, table.column_names, table.to_pylist(), "row")
 
 
-def _rows_from_hf(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+def _rows_from_hf(path: Path) -> tuple[list[Row], list[str]]:
     import datasets
 
     try:
@@ -190,7 +193,7 @@ def _rows_from_hf(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
     except Exception as exc:  # datasets raises FileNotFoundError/ValueError/… for broken folders
         return [], [f"{path}: cannot load the datasets folder ({exc})"]
     if isinstance(loaded, datasets.DatasetDict):
-        rows: list[tuple[str, Any]] = []
+        rows: list[Row] = []
         problems: list[str] = []
         for split in sorted(loaded):
             part_rows, part_problems = _rows_from_records(
@@ -202,7 +205,7 @@ def _rows_from_hf(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
 
 
 def _rows_from_records(path: Path, columns: list[str], records: list[dict], label: str
-                       ) -> tuple[list[tuple[str, Any]], list[str]]:
+                       ) -> tuple[list[Row], list[str]]:
     problems = _missing_columns(path, columns)
     rows = []
     for index, record in enumerate(records):
@@ -211,7 +214,7 @@ def _rows_from_records(path: Path, columns: list[str], records: list[dict], labe
         for key in LIST_FIELDS:
             if key in clean and clean[key] is None:
                 clean[key] = []
-        rows.append((f"{path}: {label} {index + 1}", clean))
+        rows.append((f"{path}: {label} {index + 1}", clean, []))
     return rows, problems
 
 
@@ -219,15 +222,19 @@ def _missing_columns(path: Path, columns: list[str]) -> list[str]:
     return [f"{path}: missing required column '{c}'" for c in REQUIRED_COLUMNS if c not in columns]
 
 
-def _validate_rows(rows: list[tuple[str, Any]], problems: list[str]) -> list[Fact]:
-    """Check every record, append problems, and return the facts that passed."""
+def _validate_rows(rows: list[Row], problems: list[str]) -> list[Fact]:
+    """Check every record in file order, append problems, and return the facts that passed."""
     facts: list[Fact] = []
     first_seen: dict[str, str] = {}
     # A column missing from a CSV/Parquet/datasets file is reported once, not on every row.
     absent = {c for p in problems for c in REQUIRED_COLUMNS if p.endswith(f"missing required column '{c}'")}
-    for where, record in rows:
-        record_problems = [p for p in _record_problems(record)
-                           if not any(p == f"missing required field '{c}'" for c in absent)]
+    for where, record, record_problems in rows:
+        if record is None:  # unreadable line: only its reading problem is known
+            problems.extend(f"{where}: {p}" for p in record_problems)
+            continue
+        record_problems = record_problems + [
+            p for p in _record_problems(record)
+            if not any(p == f"missing required field '{c}'" for c in absent)]
         fact_id = record.get("id")
         if isinstance(fact_id, str) and fact_id.strip():
             if fact_id in first_seen:

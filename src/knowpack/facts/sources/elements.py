@@ -54,17 +54,35 @@ def elements_db_path() -> Path:
     return path
 
 
+# Words that mark an institution or a place rather than a person: no surname alias for those.
+_ORGANISATION_WORDS = frozenset({"institute", "laboratory", "research", "university", "centre",
+                                 "center", "national", "nuclear", "physics", "calif", "cal",
+                                 "argonne", "alamos"})
+
+
 def _discoverers(text: str | None) -> list[str]:
-    """Split "G.T.Seaborg, S.G.Tompson, A.Ghiorso" / "X and Y"; ancient elements have none."""
+    """Split "G.T.Seaborg, S.G.Tompson" / "Pierre and Marie Curie"; ancient elements have none.
+
+    A lone first name before "and" takes the next person's surname ("Pierre" → "Pierre Curie").
+    """
     if not text or "ancient" in text.lower():
         return []
-    return [p.strip() for p in re.split(r",|\band\b", text) if p.strip()]
+    people = []
+    for chunk in re.split(r"[,;]", text):
+        pair = [p.strip() for p in re.split(r"\band\b", chunk) if p.strip()]
+        if len(pair) == 2 and " " not in pair[0] and "." not in pair[0] and " " in pair[1]:
+            pair[0] = f"{pair[0]} {pair[1].split()[-1]}"
+        people += [p for p in pair if p.lower().rstrip(".") != "et al"]
+    return people
 
 
 def _surname(name: str) -> str | None:
     """Last name of a person ("G.T.Seaborg" → "Seaborg"), accepted as a shorter answer."""
-    last = re.split(r"[.\s]+", name.strip())[-1]
-    return last if len(last) >= 4 and last != name else None
+    words = re.split(r"[.\s/]+", name.strip())
+    if any(w.lower() in _ORGANISATION_WORDS for w in words) or "(" in name or len(words) > 5:
+        return None
+    last = words[-1]
+    return last if len(last) >= 4 and last != name and last[0].isupper() else None
 
 
 def build() -> list[RawFact]:

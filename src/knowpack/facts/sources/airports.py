@@ -7,14 +7,7 @@ checks the city name and gives the popularity (the served city's population).
 from __future__ import annotations
 
 from knowpack.facts.sources.catalog import largest_city_by_name
-from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases
-
-RELATIONS = (
-    RelationSpec(name="city_of_airport_code", domain="codes", templates=(
-        "Which city is served by the airport with IATA code {subject}?",
-        "The airport code {subject} belongs to an airport in which city?",
-        "Which city does the IATA airport code {subject} stand for?")),
-)
+from knowpack.facts.sources.common import RawFact, make_aliases
 
 
 def build() -> list[RawFact]:

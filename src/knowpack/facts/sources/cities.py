@@ -8,22 +8,10 @@ comparable namesake exists anywhere.
 from __future__ import annotations
 
 from knowpack.facts.sources.catalog import cities, countries
-from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases, resolve_ambiguous
+from knowpack.facts.sources.common import RawFact, make_aliases, resolve_ambiguous
 
 # country_of_city keeps cities of at least this size (default-data.md §3: ~5.6k facts).
 MIN_COUNTRY_OF_CITY_POPULATION = 100_000
-
-RELATIONS = (
-    RelationSpec(name="country_of_city", domain="geography", templates=(
-        "In which country is the city of {subject}?",
-        "The city of {subject} is located in which country?",
-        "Which country is {subject} a city in?",
-        "{subject} is a city in which country?")),
-    RelationSpec(name="us_state_of_city", domain="us_states", templates=(
-        "In which U.S. state is the city of {subject}?",
-        "The city of {subject} is in which state of the United States?",
-        "Which U.S. state is {subject} located in?")),
-)
 
 
 def build_country_of_city() -> list[RawFact]:

@@ -7,19 +7,8 @@ current currency it is, or whose official languages include it (GeoNames populat
 from __future__ import annotations
 
 from knowpack.facts.sources.catalog import countries
-from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases
+from knowpack.facts.sources.common import RawFact, make_aliases
 from knowpack.facts.sources.countries import currency_code
-
-RELATIONS = (
-    RelationSpec(name="currency_of_iso4217_code", domain="codes", templates=(
-        "Which currency has the ISO 4217 code {subject}?",
-        "The currency code {subject} stands for which currency?",
-        "What currency is abbreviated {subject} in ISO 4217?")),
-    RelationSpec(name="language_of_iso639_1_code", domain="languages", templates=(
-        "Which language has the ISO 639-1 code '{subject}'?",
-        "The two-letter language code '{subject}' stands for which language?",
-        "What language is identified by the ISO 639-1 code '{subject}'?")),
-)
 
 
 def build() -> list[RawFact]:

@@ -6,7 +6,7 @@ import functools
 import unicodedata
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ALIASES = 10
 
@@ -87,16 +87,17 @@ def zipf(text: str) -> float:
 
 
 class RelationSpec(BaseModel):
-    """A relation of the default set: its domain and question templates (``{subject}`` slot).
+    """A relation of the default set (from ``relations.yaml``): source module, domain, templates.
 
-    The first template gives ``question``; the others give ``paraphrases``.
+    The first template (``{subject}`` slot) gives ``question``; the others give ``paraphrases``.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
+    source: str  # module under knowpack.facts.sources whose build() yields this relation
     domain: str
-    templates: tuple[str, ...]
+    templates: tuple[str, ...] = Field(min_length=3)
 
     def render(self, subject: str) -> list[str]:
         """Every template filled with ``subject``."""

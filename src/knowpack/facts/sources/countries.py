@@ -10,41 +10,12 @@ import difflib
 import re
 
 from knowpack.facts.sources.catalog import Country, countries, largest_city_by_name
-from knowpack.facts.sources.common import RawFact, RelationSpec, ascii_fold, make_aliases
+from knowpack.facts.sources.common import RawFact, ascii_fold, make_aliases
 
-DOMAIN = "geography"
 # Pinned so the set does not change with the build date (babel answers "currency in use on date").
 CURRENCY_DATE = datetime.date(2025, 1, 1)
 # Minimum difflib ratio for a GeoNames alternate name to count as a spelling of the capital.
 SPELLING_SIMILARITY = 0.75
-
-RELATIONS = (
-    RelationSpec(name="capital_of_country", domain=DOMAIN, templates=(
-        "What is the capital of {subject}?",
-        "Which city is the capital of {subject}?",
-        "Name the capital city of {subject}.",
-        "The capital of {subject} is which city?")),
-    RelationSpec(name="country_of_capital", domain=DOMAIN, templates=(
-        "{subject} is the capital of which country?",
-        "Which country has {subject} as its capital?",
-        "Of which country is {subject} the capital city?")),
-    RelationSpec(name="currency_of_country", domain="economy", templates=(
-        "What is the official currency of {subject}?",
-        "Which currency is used in {subject}?",
-        "What money is legal tender in {subject}?")),
-    RelationSpec(name="official_language_of_country", domain="languages", templates=(
-        "What is the official language of {subject}?",
-        "Which language is an official language of {subject}?",
-        "Name an official language of {subject}.")),
-    RelationSpec(name="demonym_of_country", domain=DOMAIN, templates=(
-        "What is the demonym for people from {subject}?",
-        "What are people from {subject} called?",
-        "How do you call a person from {subject}?")),
-    RelationSpec(name="calling_code_of_country", domain="codes", templates=(
-        "What is the international dialing code of {subject}?",
-        "Which telephone country code does {subject} use?",
-        "What is the calling code for phoning {subject} from abroad?")),
-)
 
 
 def _capital_aliases(country: Country) -> tuple[str, ...]:

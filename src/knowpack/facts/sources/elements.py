@@ -13,32 +13,8 @@ import sqlite3
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
-from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases, zipf
+from knowpack.facts.sources.common import RawFact, make_aliases, zipf
 
-DOMAIN = "chemistry"
-
-RELATIONS = (
-    RelationSpec(name="symbol_of_element", domain=DOMAIN, templates=(
-        "What is the chemical symbol of {subject}?",
-        "Which symbol stands for the element {subject} in the periodic table?",
-        "How is the element {subject} written as a chemical symbol?")),
-    RelationSpec(name="element_of_symbol", domain=DOMAIN, templates=(
-        "Which chemical element has the symbol {subject}?",
-        "The chemical symbol {subject} stands for which element?",
-        "What element is denoted by {subject} in the periodic table?")),
-    RelationSpec(name="atomic_number_of_element", domain=DOMAIN, templates=(
-        "What is the atomic number of {subject}?",
-        "How many protons does an atom of {subject} have?",
-        "Which atomic number does the element {subject} have?")),
-    RelationSpec(name="discoverer_of_element", domain=DOMAIN, templates=(
-        "Who discovered the element {subject}?",
-        "Which scientist first discovered {subject}?",
-        "By whom was the chemical element {subject} discovered?")),
-    RelationSpec(name="discovery_year_of_element", domain=DOMAIN, templates=(
-        "In what year was {subject} discovered?",
-        "When was the element {subject} first discovered?",
-        "In which year did the discovery of {subject} take place?")),
-)
 
 
 def elements_db_path() -> Path:

@@ -7,24 +7,8 @@ GeoNames cities (≥ 15k), a close proxy for its urban population.
 from __future__ import annotations
 
 from knowpack.facts.sources.catalog import cities
-from knowpack.facts.sources.common import RawFact, RelationSpec, make_aliases
+from knowpack.facts.sources.common import RawFact, make_aliases
 
-DOMAIN = "us_states"
-
-RELATIONS = (
-    RelationSpec(name="capital_of_us_state", domain=DOMAIN, templates=(
-        "What is the capital of the U.S. state of {subject}?",
-        "Which city is the state capital of {subject}?",
-        "The capital of the state of {subject} is which city?")),
-    RelationSpec(name="postal_abbreviation_of_us_state", domain=DOMAIN, templates=(
-        "What is the two-letter postal abbreviation of {subject}?",
-        "Which USPS code stands for the state of {subject}?",
-        "How is {subject} abbreviated in U.S. postal addresses?")),
-    RelationSpec(name="statehood_year_of_us_state", domain=DOMAIN, templates=(
-        "In what year was {subject} admitted as a U.S. state?",
-        "When did {subject} become a state of the United States?",
-        "In which year did {subject} join the Union?")),
-)
 
 
 def build() -> list[RawFact]:

@@ -162,6 +162,15 @@ def test_sample_is_stratified_and_deterministic(facts):
     assert len(sample_facts(facts, 10**6, seed=0)) == len(facts)
 
 
+def test_committed_sample_matches_the_builder(facts):
+    """tests/data/facts/default_sample.jsonl is regenerated with
+    `knowpack facts build --sample 200 --seed 0 --out tests/data/facts/default_sample.jsonl`."""
+    from pathlib import Path
+
+    committed = read_facts(Path(__file__).parent / "data" / "facts" / "default_sample.jsonl")
+    assert committed == sample_facts(facts, 200, seed=0)
+
+
 def test_load_default_facts_caches_and_read_default(monkeypatch, facts):
     calls = []
     monkeypatch.setattr(default_set, "build_default_facts", lambda relations=None: calls.append(1) or facts)

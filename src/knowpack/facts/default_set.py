@@ -5,6 +5,13 @@ is the subject → resolve ambiguous questions (dominance rule) → drop guessab
 answer word already in the question) → Head-to-Tail tiers per relation → render the question
 and paraphrases from the relation's templates → sort by id. Every step is deterministic, so two
 builds give the same bytes.
+
+Tiers follow Head-to-Tail (cumulative thirds of popularity mass within each relation), which is
+very top-heavy for populations: e.g. capital_of_country has 1 head, 15 torso and 217 tail facts.
+:mod:`knowpack.facts.tiers` keeps every tier non-empty; :func:`sample_facts` draws equal shares
+per (relation, tier) so small demo sets are still balanced.
+``tests/data/facts/default_sample.jsonl`` is ``sample_facts(build_default_facts(), 200, seed=0)``
+for tests that need real facts without a build.
 """
 
 from __future__ import annotations

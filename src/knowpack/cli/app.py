@@ -51,28 +51,17 @@ _mount()
 
 
 def main() -> None:
-    """Run the CLI; user errors print one clear message and exit non-zero, without a traceback."""
+    """Run the CLI; user errors print one clear message and exit non-zero, without a traceback.
+
+    Click's standalone mode already turns usage errors into exit code 2 and `typer.Exit` into its
+    code; knowpack's own errors pass through it and are printed here.
+    """
     err = Console(stderr=True)
     try:
-        app(standalone_mode=False)
+        app()
     except KnowpackError as exc:
         err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted; rerun the same command to resume")
-        sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""`evaluate` end to end on the tiny model: canary, probes, every metric, outputs, reuse, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from knowpack.errors import KnowpackError
+from knowpack.evaluate.config import EvalConfig
+from knowpack.facts.schema import Fact
+
+CITIES = ["Paris", "Lima", "Suva", "Rome", "Oslo", "Bern", "Kyiv", "Riga"]
+
+
+def _facts() -> list[Fact]:
+    facts = []
+    for i, city in enumerate(CITIES):
+        facts.append(Fact(id=f"c{i}", subject=f"Land{i}", relation="capital", question=f"What is the capital of Land{i}?",
+                          answer=city, tier=("head", "torso", "tail")[i % 3], domain="Place",
+                          paraphrases=[f"Which city is the capital of Land{i}?", f"Land{i} has which capital?"]))
+        facts.append(Fact(id=f"r{i}", subject=f"River{i}", relation="river_mouth", question=f"Where does River{i} end?",
+                          answer=f"Sea{i}", tier=("head", "torso", "tail")[i % 3]))
+    return facts
+
+
+def _adapter(model_dir: Path, folder: Path, *, trained: bool = True) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "down_proj"]))
+    if trained:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    peft.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    """Facts, a base probe, a mix pointing to it, a changed adapter and a fresh (inert) one."""
+    from knowpack.io import write_json, write_jsonl
+    from knowpack.models.loading import load_model
+    from knowpack.probe.config import ProbeConfig
+    from knowpack.probe.runner import run_probe
+
+    root = tmp_path_factory.mktemp("evaluate")
+    facts = _facts()
+    write_jsonl(root / "facts.jsonl", facts)
+    config = ProbeConfig(prompts=2, shots=1, samples=0, max_new_tokens=3, batch_size=32)
+    run_probe(config, facts, load_model(str(tiny_model_dir)), root / "probe", progress=False)
+    probed = [json.loads(line)["id"] for line in (root / "probe" / "categories.jsonl").read_text().splitlines()]
+    trained = [f for f in facts if f.id in probed and f.id.startswith("c")][:2]
+    rows = [{"id": f"{f.id}#unknown", "fact_id": f.id, "question": f.question, "answer": f.answer, "role": "unknown"}
+            for f in trained]
+    # The first paraphrase of each trained fact is trained on: it must not count as generalization.
+    rows += [{"id": f"{f.id}#paraphrase-0", "fact_id": f.id, "question": f.paraphrases[0], "answer": f.answer,
+              "role": "paraphrase"} for f in trained]
+    mix = root / "mix"
+    write_jsonl(mix / "train.jsonl", rows)
+    heldout = [fid for fid in probed if fid not in {f.id for f in trained}][:6]
+    write_json(mix / "eval_sets.json", {"trained_unknown": [f.id for f in trained], "trained_known": [],
+                                        "heldout": {"Unknown": heldout}, "retention": heldout[:2]})
+    write_json(mix / "manifest.json", {"stage": "mix", "summary": {"probe_dir": str(root / "probe")}})
+    return {"root": root, "model": tiny_model_dir, "mix": mix, "facts": root / "facts.jsonl",
+            "adapter": _adapter(tiny_model_dir, root / "adapter"),
+            "fresh": _adapter(tiny_model_dir, root / "fresh", trained=False), "probed": probed,
+            "trained": [f.id for f in trained]}
+
+
+def _evaluate(setup, out: Path, adapter: str = "adapter", **overrides):
+    from knowpack.evaluate.runner import evaluate
+    from knowpack.models.loading import load_model
+
+    config = EvalConfig(facts=str(setup["facts"]), **{"benchmarks": [], **overrides})
+    return evaluate(config, load_model(str(setup["model"])), setup[adapter], setup["mix"], out, progress=False)
+
+
+def test_full_evaluation_outputs(setup):
+    import pandas as pd
+
+    out = setup["root"] / "eval"
+    metrics = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
+    assert list(metrics)[:8] == ["canary", "reliability", "shifts", "noise_floor", "refusals", "collapse",
+                                 "explanations", "benchmarks"]
+    assert metrics["canary"]["max_abs_logit_diff"] > 0
+    rel = metrics["reliability"]
+    assert rel["n_facts"] == 2 and rel["n_pairs"] == 4 and 0 <= rel["reliability"] <= 1
+    gen = rel["generalization"]
+    assert gen["n_paraphrases"] == 2 and gen["excluded_trained_paraphrases"] == 2
+    assert metrics["shifts"]["trained"]["all"]["n"] == 2
+    assert metrics["shifts"]["untrained"]["all"]["n"] == len(setup["probed"]) - 2
+    assert "noise_floor" in metrics["shifts"]["untrained"]
+    assert metrics["noise_floor"]["all"]["n"] == len(setup["probed"])
+    assert metrics["benchmarks"]["mmlu"]["base"]["n_questions"] == 2
+    assert "delta_acc" in metrics["benchmarks"]["mmlu"]
+    assert metrics["meta"]["n_facts"] == len(setup["probed"])
+    table = pd.read_parquet(out / "per_fact.parquet")
+    assert len(table) == len(setup["probed"])
+    assert {"base_category", "adapted_category", "noise_category", "trained", "adapted_refusal_rate"} <= set(table.columns)
+    assert table.set_index("id").loc[setup["trained"][0], "role"] == "unknown"
+    with open(out / "transitions.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["comparison"] for r in rows} == {"base→adapted", "base→base(other seed)"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "evaluate" and manifest["inputs"]["adapter_hash"]
+    # Same inputs, same folder: the stored metrics come back without recomputation.
+    assert _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2,
+                     mmlu_shots=1) == json.loads((out / "metrics.json").read_text())
+
+
+def test_inert_adapter_is_refused_before_any_number(setup):
+    out = setup["root"] / "eval-fresh"
+    with pytest.raises(KnowpackError, match="does not change the model"):
+        _evaluate(setup, out, adapter="fresh")
+    assert not (out / "metrics.json").exists()
+
+
+def test_cli_evaluate(setup):
+    from typer.testing import CliRunner
+
+    from knowpack.cli.app import app
+
+    # The folder of the full run: its finished probes are reused (same inputs), only metrics rerun.
+    out = setup["root"] / "eval"
+    result = CliRunner().invoke(app, [
+        "evaluate", "--model", str(setup["model"]), "--adapter", str(setup["adapter"]), "--mix", str(setup["mix"]),
+        "--out", str(out), "--facts", str(setup["facts"]), "--benchmarks", "none", "--no-noise-floor",
+        "--metrics", "canary,reliability,shifts,noise_floor,benchmarks", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "reliability" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["noise_floor"]["status"] == "disabled"
+    assert set(metrics) == {"canary", "reliability", "shifts", "noise_floor", "benchmarks", "meta"}

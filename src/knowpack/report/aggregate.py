@@ -285,7 +285,8 @@ def _outcomes(cs: CellStore) -> pd.DataFrame | None:
     if "id" not in pf.columns:
         pf = pf.reset_index().rename(columns={pf.index.name or "index": "id"})
     pf = pf.dropna(subset=["base_category", "adapted_category"])
-    pf = pf[~pf["id"].isin(_trained_ids(cs))]
+    # Held-out = never in train.jsonl; the evaluator flags it, older folders only have the mix's lists.
+    pf = pf[~pf["trained"].astype(bool)] if "trained" in pf else pf[~pf["id"].isin(_trained_ids(cs))]
     pairs = list(zip(pf["base_category"], pf["adapted_category"]))
     return pd.DataFrame({"id": pf["id"].to_numpy(),
                          "positive": [p in POSITIVE for p in pairs],

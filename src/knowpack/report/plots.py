@@ -47,6 +47,16 @@ def _log_x(ax, values) -> None:
     ax.minorticks_off()
 
 
+def _figure_legend(fig, axes, **kw) -> None:
+    """One legend beside the figure with every label used in any panel (panels may lack some)."""
+    seen: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), **kw)
+
+
 def reliability_curves(curves: pd.DataFrame, path: Path) -> Path | None:
     """Paper Fig. 2: mean reliability vs epoch per mixture (band = min–max over seeds), one panel per n."""
     if curves.empty or "reliability" not in curves or curves["reliability"].isna().all():
@@ -71,9 +81,8 @@ def reliability_curves(curves: pd.DataFrame, path: Path) -> Path | None:
         ax.xaxis.get_major_locator().set_params(integer=True)
     for row in axes:
         row[0].set_ylabel("reliability")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="mixture", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    _figure_legend(fig, axes.flat, title="mixture")
     return _save(fig, path)
 
 
@@ -109,9 +118,8 @@ def shifts_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
         _log_x(ax, summary["unknown"])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of held-out facts")
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    _figure_legend(fig, axes)
     return _save(fig, path)
 
 
@@ -135,9 +143,8 @@ def benchmarks_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
         _log_x(ax, summary["unknown"])
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
+    _figure_legend(fig, axes.flat)
     return _save(fig, path)
 
 

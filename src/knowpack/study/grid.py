@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.io import stable_hash
+from knowpack.io import sha256_file, stable_hash
 
 # Grid axis -> TrainConfig field it sets (the other axes go to MixConfig).
 TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed"}
@@ -57,13 +58,18 @@ def _dump(config: Any) -> Any:
 
 def study_identity(study) -> dict[str, Any]:
     """What every cell shares and depends on: model, facts, base probe and evaluation settings."""
-    return {
+    identity = {
         "model": study.spec.model,
         "facts": study.spec.facts,
         "facts_sample": study.spec.facts_sample,
         "probe": _dump(study.probe),
         "eval": _dump(study.eval),
     }
+    if study.spec.paraphrases:
+        # Content, not path: regenerated paraphrases are a different mixture, hence new cells.
+        path = Path(study.spec.paraphrases)
+        identity["paraphrases"] = sha256_file(path) if path.is_file() else str(path)
+    return identity
 
 
 def hash_identity(study) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class _Context:
     categories_path: Path
     shots_path: Path
     progress: bool
+    paraphrases: dict[str, list[str]] | None = None
 
 
 def _load_facts(study: Study, stages: Stages, store: StudyStore) -> tuple[list, Path]:
@@ -140,7 +141,8 @@ def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
     stages = ctx.stages
     steps = [
         ("mix", lambda: stages.build_mixture(cell.mix, ctx.facts, _categories(ctx), cs.mix_dir,
-                                             probe_dir=ctx.categories_path.parent)),
+                                             probe_dir=ctx.categories_path.parent.resolve(),
+                                             **_mix_extras(ctx))),
         ("train", lambda: stages.train_adapter(
             cell.train, ctx.model, cs.mix_dir / "train.jsonl", cs.train_dir,
             progress=ctx.progress, **_train_inputs(ctx, cs))),
@@ -158,8 +160,28 @@ def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
     cs.write_status("done", timings=timings, finished=now(), seconds=round(sum(timings.values()), 3))
 
 
+def _mix_extras(ctx: _Context) -> dict[str, Any]:
+    return {"paraphrases": ctx.paraphrases} if ctx.paraphrases else {}
+
+
 def _categories(ctx: _Context) -> list[dict]:
     return read_jsonl(ctx.categories_path)
+
+
+def _model_is_clean(loaded: Any) -> bool:
+    """True when no LoRA layers are left in the shared base model (stages must restore it)."""
+    model = getattr(loaded, "model", None)
+    if model is None or not hasattr(model, "named_modules"):
+        return True
+    return not hasattr(model, "peft_config") and not any("lora_" in n for n, _ in model.named_modules())
+
+
+def _ensure_clean_model(ctx: _Context, console: Console) -> None:
+    """Reload the base model if a stage left adapter layers in it, so the next cell starts from
+    the true base model (training on top of a previous cell's adapter would corrupt every result)."""
+    if not _model_is_clean(ctx.model):
+        console.print("[yellow]the base model still carries LoRA layers after a cell; reloading it[/]")
+        ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -197,14 +219,18 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, progress: bool, co
     facts, facts_path = _load_facts(study, stages, store)
     console.print(f"facts: {len(facts)} ({facts_path})  model: {study.spec.model}")
     model = stages.load_model(study.spec.model)
-    ident = {k: v for k, v in hash_identity(study).items() if k != "eval"}
+    # The base probe depends on model, facts and probe settings only: every cell shares it.
+    ident = {k: v for k, v in hash_identity(study).items() if k in ("model", "facts", "facts_sample", "probe")}
     base = store.base_dir(stable_hash(ident))
     if not (base / "categories.jsonl").is_file() or not (base / "summary.json").is_file():
         console.print(f"probing the base model once for all cells → {base}")
         stages.run_probe(study.probe, facts, model, base, progress=progress)
+    paraphrases = None
+    if study.spec.paraphrases:
+        paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
     return _Context(study=study, stages=stages, store=store, facts=facts, model=model,
                     categories_path=base / "categories.jsonl", shots_path=base / "shots.json",
-                    progress=progress)
+                    progress=progress, paraphrases=paraphrases)
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
@@ -218,6 +244,7 @@ def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell]
         for i, cell in enumerate(todo, 1):
             cs = store.cell(cell.key)
             bar.update(task, description=f"cell {i}/{len(todo)}: {cell.title()} [{cell.key}]")
+            _ensure_clean_model(ctx, console)
             try:
                 _run_cell(ctx, cell, cs)
             except KeyboardInterrupt:

@@ -77,6 +77,7 @@ class StudySpec(_Strict):
     model: str = "default"
     facts: str = "default"
     facts_sample: int | None = Field(default=None, ge=1)
+    paraphrases: str | None = Field(default=None, description="fact file from `knowpack paraphrase` (k > 2 paraphrases)")
     probe: dict[str, Any] = Field(default_factory=dict)
     mix: dict[str, Any] = Field(default_factory=dict)
     grid: GridSpec

@@ -1,0 +1,5 @@
+"""Generation backends behind one protocol, chosen by name (``hf`` is built in)."""
+
+from knowpack.probe.backends.base import Backend, available_backends, get_backend, register_backend
+
+__all__ = ["Backend", "available_backends", "get_backend", "register_backend"]

@@ -1,0 +1,37 @@
+"""ProbeConfig: every knob of the SliCK-style knowledge probe (DESIGN.md "Categories")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Fields that change how fast a probe runs but not what it computes; cache keys leave them out.
+SPEED_ONLY_FIELDS: frozenset[str] = frozenset({"batch_size"})
+
+
+class ProbeConfig(BaseModel):
+    """How facts are probed: N few-shot prompts × (1 greedy + n sampled) answers each.
+
+    Defaults follow the paper / SliCK: 10 prompts of 4 shots, greedy up to 32 new tokens,
+    16 samples at T=0.5 with top-k 40. ``samples=0`` gives the paper's 3-category variant.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: int = Field(10, ge=1, description="N: few-shot prompts per fact")
+    shots: int = Field(4, ge=0, description="S: question/answer shots per prompt")
+    samples: int = Field(16, ge=0, description="n: sampled answers per prompt (0 = greedy only)")
+    temperature: float = Field(0.5, gt=0.0, description="sampling temperature")
+    top_k: int = Field(40, ge=0, description="top-k for sampling (0 = whole vocabulary)")
+    max_new_tokens: int = Field(32, ge=1, description="generation budget per answer")
+    shot_pool: Literal["fixed", "relation"] = "fixed"
+    match: Literal["word", "substring", "exact"] = "word"
+    seed: int = 0
+    early_exit: bool = Field(True, description="stop generating once a fact's category is certain")
+    batch_size: int = Field(32, ge=1, description="sequences per forward pass")
+    backend: str = "hf"
+
+    def result_key(self) -> dict:
+        """The fields that determine the probe's results (used for content-addressed caching)."""
+        return self.model_dump(mode="json", exclude=set(SPEED_ONLY_FIELDS))

@@ -1,0 +1,59 @@
+"""Training under `accelerate launch` with two CPU processes (gloo DDP) on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = """
+import json, sys
+from pathlib import Path
+from knowpack.train import TrainConfig, train_adapter
+config = TrainConfig(rank=2, alpha=4, targets=["q_proj", "down_proj"], lr=1e-2, epochs=2, batch_size=4, seed=1)
+summary = train_adapter(config, sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), progress=False)
+print("SUMMARY", json.dumps({"processes": summary["processes"], "global_batch": summary["global_batch"]}))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_ddp_writes_one_loadable_adapter(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("accelerate CLI not installed")
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"id": f"e{i}", "fact_id": f"f{i}", "role": "unknown",
+                                         "question": f"What is the capital of Land{i}?", "answer": f"City{i}"}) + "\n"
+                             for i in range(6)))
+    script = tmp_path / "ddp_train.py"
+    script.write_text(SCRIPT)
+    out = tmp_path / "out"
+    # accelerate's multi-process launcher (torchrun underneath); ACCELERATE_USE_CPU selects gloo.
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(script), str(tiny_model_dir), str(train), str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("SUMMARY")]
+    assert summaries == [{"processes": 2, "global_batch": 4}] * 2
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "adapter", "checkpoints", "curve.csv", "manifest.json", "run.json", "train_summary.json"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-1", "epoch-2"]
+    assert {"rng-0.pt", "rng-1.pt"} <= {p.name for p in (out / "checkpoints" / "epoch-2").iterdir()}
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
+    assert sum("lora_" in n for n, _ in model.named_parameters()) == 2 * 2 * 2  # 2 layers × 2 targets × A/B

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from test_evaluate_helpers import make_adapter
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
@@ -25,22 +25,6 @@ def _facts() -> list[Fact]:
         facts.append(Fact(id=f"r{i}", subject=f"River{i}", relation="river_mouth", question=f"Where does River{i} end?",
                           answer=f"Sea{i}", tier=("head", "torso", "tail")[i % 3]))
     return facts
-
-
-def _adapter(model_dir: Path, folder: Path, *, trained: bool = True) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
-                          LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "down_proj"]))
-    if trained:
-        torch.manual_seed(1)
-        with torch.no_grad():
-            for name, p in peft.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.5)
-    peft.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +54,8 @@ def setup(tiny_model_dir, tmp_path_factory):
                                         "heldout": {"Unknown": heldout}, "retention": heldout[:2]})
     write_json(mix / "manifest.json", {"stage": "mix", "summary": {"probe_dir": str(root / "probe")}})
     return {"root": root, "model": tiny_model_dir, "mix": mix, "facts": root / "facts.jsonl",
-            "adapter": _adapter(tiny_model_dir, root / "adapter"),
-            "fresh": _adapter(tiny_model_dir, root / "fresh", trained=False), "probed": probed,
+            "adapter": make_adapter(tiny_model_dir, root / "adapter"),
+            "fresh": make_adapter(tiny_model_dir, root / "fresh", trained=False), "probed": probed,
             "trained": [f.id for f in trained]}
 
 
@@ -117,10 +101,17 @@ def test_full_evaluation_outputs(setup):
 
 
 def test_inert_adapter_is_refused_before_any_number(setup):
+    from knowpack.evaluate.runner import evaluate
+    from knowpack.models.loading import load_model
+
     out = setup["root"] / "eval-fresh"
+    loaded = load_model(str(setup["model"]))
     with pytest.raises(KnowpackError, match="does not change the model"):
-        _evaluate(setup, out, adapter="fresh")
+        evaluate(EvalConfig(facts=str(setup["facts"]), benchmarks=[]), loaded, setup["fresh"], setup["mix"], out,
+                 progress=False)
     assert not (out / "metrics.json").exists()
+    # The caller's model is handed back without the adapter's layers (a study reuses it).
+    assert not any("lora" in name for name, _ in loaded.model.named_modules())
 
 
 def test_cli_evaluate(setup):

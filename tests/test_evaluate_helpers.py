@@ -43,3 +43,21 @@ def mix(trained_unknown: list[str], known: list[str] = (), answers: dict[str, st
 
 def config(**kw) -> EvalConfig:
     return EvalConfig(benchmarks=[], **kw)
+
+
+def make_adapter(model_dir, folder, *, trained: bool = True):
+    """Save a LoRA adapter for the tiny model: random B matrices when ``trained``, else B = 0 (inert)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir),
+                          LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "down_proj"]))
+    if trained:
+        torch.manual_seed(1)
+        with torch.no_grad():
+            for name, p in peft.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.5)
+    peft.save_pretrained(folder)
+    return folder

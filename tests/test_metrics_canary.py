@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
+from test_evaluate_helpers import make_adapter
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics.canary import adapter_canary, lora_b_all_zero
@@ -13,22 +13,13 @@ EXAMPLES = [{"fact_id": "f1", "question": "What is the capital of France?", "ans
 
 
 def _adapter(tiny_model_dir, folder, *, trained: bool):
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from knowpack.models.loading import load_tokenizer, resolve_model_source
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["up_proj", "down_proj"]))
-    if trained:
-        torch.manual_seed(0)
-        with torch.no_grad():
-            for name, p in peft.named_parameters():
-                if "lora_B" in name:
-                    p.normal_(0, 0.5)
-    peft.save_pretrained(folder)
-    fresh = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model = PeftModel.from_pretrained(fresh, folder)
+    make_adapter(tiny_model_dir, folder, trained=trained)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), folder)
     return model, load_tokenizer(resolve_model_source(str(tiny_model_dir)))
 
 

@@ -9,7 +9,7 @@ import typer
 
 
 def _config(config_file: Optional[Path], overrides: dict):
-    """EvalConfig from an optional YAML file (a bare config or a study's `evaluate:` section) + CLI options."""
+    """EvalConfig from an optional YAML file (a bare config or a study's `eval:` section) + CLI options."""
     import yaml
     from pydantic import ValidationError
 
@@ -22,7 +22,9 @@ def _config(config_file: Optional[Path], overrides: dict):
             data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise KnowpackError(f"cannot read {config_file}: {exc}", hint="pass a YAML file") from None
-        data = data.get("evaluate", data) if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            data = {}
+        data = data.get("eval", data.get("evaluate", data))  # a study YAML nests it under `eval:`
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return EvalConfig(**data)
@@ -70,7 +72,7 @@ def command(
     mix: Path = typer.Option(..., "--mix", help="Mix folder (train.jsonl, eval_sets.json) the adapter was trained on."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     model: str = typer.Option("default", "--model", help="Base model: `default`, a local folder, a .gguf file or a hub id."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with EvalConfig fields (or a study's `evaluate:` section)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with EvalConfig fields, or a study YAML (its `eval:` section is used)."),
     facts: Optional[str] = typer.Option(None, "--facts", help="Fact file the base probe ran on (default: from the manifests)."),
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all)."),
     benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Comma-separated: mmlu,truthfulqa; `none` to skip."),

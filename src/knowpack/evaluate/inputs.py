@@ -1,7 +1,7 @@
 """Evaluation inputs: each is computed once per run by an ``EvalContext`` and handed to the metrics.
 
 Inputs: ``mix``, ``facts``, ``probe_config``, ``match_mode``, ``base_probe``, ``adapted_model``,
-``canary``, ``adapter_probe``, ``noise_probe``, ``generalization``, ``collapse``, ``benchmarks``.
+``canary``, ``adapter_probe``, ``noise_probe``, ``reliability_answers``, ``collapse``, ``benchmarks``.
 Probe inputs are ``{fact_id: categories.jsonl row}`` dicts.
 """
 
@@ -47,6 +47,7 @@ class Mix:
 
     @property
     def trained_unknown(self) -> list[str]:
+        """Ids of the trained Unknown facts (eval_sets.json, else the train rows with role "unknown")."""
         return self.eval_ids("trained_unknown") or list(dict.fromkeys(
             r["fact_id"] for r in self.train if r.get("role") == "unknown"))
 
@@ -57,6 +58,7 @@ class Mix:
 
     @property
     def train_questions(self) -> set[str]:
+        """Normalized keys of every question in train.jsonl (paraphrases included)."""
         from knowpack.evaluate.metrics.reliability import question_key
 
         return {question_key(row["question"]) for row in self.train}
@@ -69,10 +71,12 @@ class Mix:
         return list(value)
 
     def all_eval_ids(self) -> list[str]:
+        """Every fact id named in eval_sets.json, once."""
         return list(dict.fromkeys(fid for name in self.eval_sets for fid in self.eval_ids(name)))
 
     @property
     def probe_dir(self) -> Path | None:
+        """The base-model probe folder the mix was built from (as recorded in its manifest)."""
         raw = self.manifest.get("probe_dir") or (self.manifest.get("summary") or {}).get("probe_dir") \
             or (self.manifest.get("key") or {}).get("probe_dir")
         if not raw:
@@ -118,7 +122,18 @@ class EvalContext:
                 self._active.pop()
         return self._values[name]
 
+    def close(self) -> None:
+        """Take the adapter's layers out of the caller's model again (PEFT injected them in place).
+
+        A study reuses one loaded model for every cell; leaving LoRA layers behind would make the
+        next cell train or probe a modified model.
+        """
+        wrapped = self._values.pop("adapted_model", None)
+        if wrapped is not None:
+            wrapped.model.unload()
+
     def say(self, message: str) -> None:
+        """One progress line on stderr (unless progress is off)."""
         if self.progress:
             from rich.console import Console
 
@@ -302,24 +317,32 @@ def _noise_probe(ctx: EvalContext) -> dict[str, dict] | None:
         return _run_probe(ctx, base, config, facts, f"noise-seed{config.seed}")
 
 
-@evaluation_input("generalization")
-def _generalization(ctx: EvalContext) -> dict | None:
+@evaluation_input("reliability_answers")
+def _reliability_answers(ctx: EvalContext) -> dict:
+    """All N greedy answers of the adapted model on trained Unknown facts and their held-out paraphrases.
+
+    The probe stops a fact early once its category is settled, so its rows may hold fewer than N
+    answers; reliability is a share over fact × prompt pairs and needs every prompt answered.
+    """
     from knowpack.evaluate.metrics.reliability import heldout_paraphrases
     from knowpack.probe.matching import is_correct
     from knowpack.probe.runner import greedy_answers_for
 
     mix, facts = ctx.get("mix"), ctx.get("all_facts")
-    pairs, excluded = heldout_paraphrases(mix.trained_unknown, facts, mix.train_questions)
-    if not pairs:
-        return None
+    trained = [facts[fid] for fid in mix.trained_unknown if fid in facts]
+    pairs, excluded = heldout_paraphrases([f.id for f in trained], facts, mix.train_questions)
     variants = [facts[fid].model_copy(update={"id": f"{fid}#para{i}", "question": text, "paraphrases": []})
                 for i, (fid, text) in enumerate(pairs)]
     config = ctx.get("probe_config")
-    answers = greedy_answers_for(variants, ctx.get("adapted_model"), config, shot_pool=_shot_pool(ctx))
-    rows = [{"fact_id": fid, "paraphrase": text,
-             "correct": [is_correct(a, facts[fid].aliases, config.match) for a in answers[v.id]]}
-            for (fid, text), v in zip(pairs, variants)]
-    return {"rows": rows, "excluded": excluded}
+    answers = greedy_answers_for(trained + variants, ctx.get("adapted_model"), config, shot_pool=_shot_pool(ctx)) \
+        if trained else {}
+    return {
+        "trained": {f.id: [is_correct(a, f.aliases, config.match) for a in answers[f.id]] for f in trained},
+        "paraphrases": [{"fact_id": fid, "paraphrase": text,
+                         "correct": [is_correct(a, facts[fid].aliases, config.match) for a in answers[v.id]]}
+                        for (fid, text), v in zip(pairs, variants)],
+        "excluded": excluded,
+    }
 
 
 @evaluation_input("collapse")

@@ -84,11 +84,14 @@ def evaluate(config: EvalConfig, model, adapter_dir: str | Path, mix_dir: str | 
         return read_json(out_dir / METRICS_FILE)
     specs = select_metrics(config.metrics)
     ctx = EvalContext(config, loaded, adapter_dir, mix_dir, out_dir, progress=progress, mix=Mix.read(mix_dir))
-    ctx.get("canary")  # before anything else: an inert adapter must not produce numbers
-    outputs: dict[str, MetricOutput] = {}
-    for spec in specs:
-        ctx.say(f"metric {spec.name}")
-        outputs[spec.name] = spec.fn(config=config, **{name: ctx.get(name) for name in spec.needs})
+    try:
+        ctx.get("canary")  # before anything else: an inert adapter must not produce numbers
+        outputs: dict[str, MetricOutput] = {}
+        for spec in specs:
+            ctx.say(f"metric {spec.name}")
+            outputs[spec.name] = spec.fn(config=config, **{name: ctx.get(name) for name in spec.needs})
+    finally:
+        ctx.close()
     mix = ctx.get("mix")
     metrics: dict[str, Any] = {name: out.summary for name, out in outputs.items()}
     metrics["meta"] = {"model_hash": loaded.model_hash, "adapter": str(adapter_dir), "adapter_hash": key["adapter"],

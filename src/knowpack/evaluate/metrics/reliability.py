@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from statistics import fmean
 from typing import Any
 
@@ -42,29 +43,33 @@ def _set_accuracy(probe: dict[str, dict], ids: list[str]) -> float | None:
     return fmean(values) if values else None
 
 
-@metric("reliability", needs=("base_probe", "adapter_probe", "mix", "generalization"))
-def reliability(*, config, base_probe, adapter_probe, mix, generalization) -> MetricOutput:
-    """Share of (trained Unknown fact × prompt) answered correctly after training; held-out paraphrases beside it."""
-    ids = [f for f in mix.trained_unknown if f in adapter_probe]
-    per_fact: dict[str, dict[str, Any]] = {
-        f: {"reliability": fmean(map(bool, adapter_probe[f]["greedy_correct"]))
-            if adapter_probe[f]["greedy_correct"] else None} for f in ids}
+@metric("reliability", needs=("base_probe", "adapter_probe", "mix", "reliability_answers"))
+def reliability(*, config, base_probe, adapter_probe, mix, reliability_answers) -> MetricOutput:
+    """Share of (trained Unknown fact × prompt) answered correctly after training; held-out paraphrases beside it.
+
+    ``reliability_answers``: ``{"trained": {fact_id: [N bools]}, "paraphrases": [{"fact_id",
+    "paraphrase", "correct": [N bools]}], "excluded": int}`` (every prompt answered, no early exit).
+    """
+    trained = reliability_answers["trained"]
+    ids = list(trained)
+    per_fact: dict[str, dict[str, Any]] = {f: {"reliability": _pair_share([trained[f]])} for f in ids}
     summary: dict[str, Any] = {
         "n_facts": len(ids),
-        "n_pairs": sum(len(adapter_probe[f]["greedy_correct"]) for f in ids),
-        "reliability": _pair_share([adapter_probe[f]["greedy_correct"] for f in ids]),
+        "n_pairs": sum(len(v) for v in trained.values()),
+        "reliability": _pair_share(list(trained.values())),
         "reliability_before": _pair_share([base_probe[f]["greedy_correct"] for f in ids if f in base_probe]),
-        "share_fully_learned": (sum(adapter_probe[f]["category"] == "HighlyKnown" for f in ids) / len(ids))
-        if ids else None,
-        "denominator": "trained Unknown facts × probe prompts (greedy, few-shot)",
+        "share_fully_learned": (sum(all(v) and bool(v) for v in trained.values()) / len(ids)) if ids else None,
+        "adapted_categories": dict(Counter(adapter_probe[f]["category"] for f in ids if f in adapter_probe)),
+        "denominator": "trained Unknown facts × probe prompts (greedy, few-shot, every prompt)",
     }
-    if generalization is None:
-        summary["generalization"] = {"status": "no held-out paraphrases of trained facts"}
+    rows = reliability_answers["paraphrases"]
+    if not rows:
+        summary["generalization"] = {"status": "no held-out paraphrases of trained facts",
+                                     "excluded_trained_paraphrases": reliability_answers["excluded"]}
     else:
-        rows = generalization["rows"]
         summary["generalization"] = {
             "n_paraphrases": len(rows), "n_facts": len({r["fact_id"] for r in rows}),
-            "excluded_trained_paraphrases": generalization["excluded"],
+            "excluded_trained_paraphrases": reliability_answers["excluded"],
             "reliability": _pair_share([r["correct"] for r in rows]),
             "denominator": "held-out paraphrases (never in train.jsonl) × probe prompts",
         }

@@ -57,3 +57,34 @@ def test_mlflow_missing_is_a_clear_error(tmp_path, fake_stages, monkeypatch):
     assert isinstance(result.exception, KnowpackError)
     assert "pip install 'knowpack[mlflow]'" in str(result.exception)
     assert "train_adapter" not in fakes.calls  # refused before any work
+
+
+def test_mlflow_logging_with_a_stub_module(tmp_path, fake_stages, monkeypatch):
+    import sys
+    import types
+
+    logged: dict[str, list] = {"params": [], "metrics": [], "artifacts": [], "uri": []}
+    stub = types.ModuleType("mlflow")
+    stub.set_tracking_uri = lambda uri: logged["uri"].append(uri)
+    stub.set_experiment = lambda name: None
+
+    class _Run:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    stub.start_run = lambda run_name=None: _Run()
+    stub.log_params = lambda p: logged["params"].append(p)
+    stub.log_metric = lambda name, value, step=None: logged["metrics"].append((name, value, step))
+    stub.log_artifact = lambda path: logged["artifacts"].append(path)
+    monkeypatch.setitem(sys.modules, "mlflow", stub)
+    fake_stages()
+    result = CliRunner().invoke(app, ["study", "run", str(write_spec(tmp_path)), "--mlflow", "--quiet",
+                                      "--set", "grid.unknown=[2]", "--set", "grid.seed=[1]"])
+    assert result.exit_code == 0, result.output
+    assert len(logged["params"]) == 2 and logged["uri"][0].startswith("file:")
+    names = {m[0] for m in logged["metrics"]}
+    assert "reliability.reliability" in names and "curve_reliability" in names
+    assert any(a.endswith("metrics.json") for a in logged["artifacts"])

@@ -83,6 +83,10 @@ class _Builder:
     def add(self, anchor: str, title: str, body: str, note: str = "") -> None:
         self.sections.append({"id": anchor, "title": title, "body": body, "note": note})
 
+    def add_empty(self, anchor: str, title: str, why: str = "No evaluated cells yet.") -> None:
+        """A section that says why it has nothing to show (the reader should not hunt for it)."""
+        self.add(anchor, title, f"<p class='empty'>{html.escape(why)}</p>")
+
 
 def _reliability(b: _Builder, summary: pd.DataFrame, curves: pd.DataFrame) -> None:
     table = b.table("reliability", agg.metric_table(summary, ["reliability"]))
@@ -95,11 +99,18 @@ def _reliability(b: _Builder, summary: pd.DataFrame, curves: pd.DataFrame) -> No
           "Lines: mean over seeds; band: min–max over seeds. Table: mean ± 95% t-interval half-width.")
 
 
+def _metric_section(b: _Builder, summary: pd.DataFrame, name: str, columns: list[str], title: str) -> pd.DataFrame:
+    """Write tables/<name>.csv with mean/CI of ``columns``; an empty section when nothing is evaluated."""
+    table = b.table(name, agg.metric_table(summary, columns))
+    if table.empty:
+        b.add_empty(name, title)
+    return table
+
+
 def _shifts(b: _Builder, summary: pd.DataFrame) -> None:
     cols = ["positive_shift", "negative_shift", "noise_floor_positive", "noise_floor_negative"]
-    table = b.table("shifts", agg.metric_table(summary, cols))
+    table = _metric_section(b, summary, "shifts", cols, "Knowledge shifts (paper Table 3)")
     if table.empty:
-        b.add("shifts", "Knowledge shifts (paper Table 3)", "<p class='empty'>No evaluated cells yet.</p>")
         return
     parts = []
     for side in ("positive", "negative"):
@@ -138,9 +149,8 @@ def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
 
 def _refusals(b: _Builder, summary: pd.DataFrame) -> None:
     cols = ["refusal_rate_base", "refusal_rate", "unique_answers_base", "unique_answers"]
-    table = b.table("refusals_unique", agg.metric_table(summary, cols))
+    table = _metric_section(b, summary, "refusals_unique", cols, "Refusals and answer diversity (paper Table 4)")
     if table.empty:
-        b.add("refusals", "Refusals and answer diversity (paper Table 4)", "<p class='empty'>No evaluated cells yet.</p>")
         return
     rows = [{"model": "base model",
              "refusal rate": f"{table['refusal_rate_base_mean'].mean():.3f}",
@@ -150,7 +160,7 @@ def _refusals(b: _Builder, summary: pd.DataFrame) -> None:
                      "refusal rate": fmt_ci(r["refusal_rate_mean"], r["refusal_rate_ci_low"], r["refusal_rate_ci_high"]),
                      "unique answers": fmt_ci(r["unique_answers_mean"], r["unique_answers_ci_low"],
                                               r["unique_answers_ci_high"], 0)})
-    b.add("refusals", "Refusals and answer diversity (paper Table 4)", _html_table(pd.DataFrame(rows), index=False),
+    b.add("refusals_unique", "Refusals and answer diversity (paper Table 4)", _html_table(pd.DataFrame(rows), index=False),
           "Refusal rate: share of probed facts with at least one refusing greedy answer. Unique answers: "
           "distinct normalized greedy answer spans over all probed facts (refusals skipped); a drop means "
           "answers collapse onto a few attractors.")
@@ -159,8 +169,7 @@ def _refusals(b: _Builder, summary: pd.DataFrame) -> None:
 def _explanations(b: _Builder) -> None:
     table = b.table("explanations", agg.explanations_table(b.store.root))
     if table.empty:
-        b.add("explanations", "Why facts shifted (paper Table 5)", "<p class='empty'>No shift explanations found.</p>")
-        return
+        return b.add_empty("explanations", "Why facts shifted (paper Table 5)", "No shift explanations found.")
     reasons = [c for c in ("n", "non_refusal", "explosion", "target", "domain", "explained") if c in table]
     wide = table.pivot_table(index=["unknown", "mixture"], columns="shift", values=reasons, sort=False)
     wide = wide.swaplevel(axis=1)
@@ -211,9 +220,8 @@ def _attractor_summary(table: pd.DataFrame) -> pd.DataFrame:
 def _paired(b: _Builder) -> None:
     table = b.table("paired_tests", agg.paired_tests(b.store.root))
     if table.empty:
-        b.add("paired", "Paired comparisons between mixtures", "<p class='empty'>Needs at least two mixtures "
-              "with the same n and seed.</p>")
-        return
+        return b.add_empty("paired", "Paired comparisons between mixtures",
+                           "Needs at least two mixtures with the same n and seed.")
     b.add("paired", "Paired comparisons between mixtures", _html_table(table, index=False, digits=4),
           "Each mixture against the baseline mixture with the same n and seed, on the held-out facts both "
           "cells share (pairs pooled over seeds). diff = rate(mixture) − rate(baseline) with a paired "

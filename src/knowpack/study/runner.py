@@ -152,6 +152,7 @@ def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
     for name, step in steps:
         if _stage_done(name, cs):
             continue
+        cs.write_status("running", stage=name)
         t0 = time.perf_counter()
         step()
         # Times add up over resumed runs: the total is the real compute spent on the cell.

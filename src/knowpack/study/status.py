@@ -29,6 +29,7 @@ def status_rows(out_dir: str | Path, keys: list[str] | None = None) -> list[dict
             "key": key,
             "title": title or "",
             "state": status.get("state", "pending"),
+            "stage": status.get("stage", "") if status.get("state") in ("running", "interrupted", "failed") else "",
             "seconds": status.get("seconds") or sum(status.get("timings", {}).values()) or None,
             "error": status.get("error", ""),
         })
@@ -45,5 +46,6 @@ def status_table(rows: list[dict[str, Any]], title: str = "") -> Table:
     for r in rows:
         style = _STYLE.get(r["state"], "")
         secs = f"{r['seconds']:.0f}s" if r["seconds"] else ""
-        table.add_row(r["key"], r["title"], f"[{style}]{r['state']}[/]", secs, r["error"])
+        state = f"{r['state']} ({r['stage']})" if r.get("stage") else r["state"]
+        table.add_row(r["key"], r["title"], f"[{style}]{state}[/]", secs, r["error"])
     return table

@@ -66,6 +66,8 @@ class CellStore:
             status.update(pid=os.getpid(), host=socket.gethostname())
         if state != "failed":
             status.pop("error", None)
+        if state in ("done", "pending"):
+            status.pop("stage", None)  # a failed or interrupted cell keeps the stage it stopped in
         write_json(self.status_file, status)
         return status
 

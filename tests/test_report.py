@@ -64,7 +64,7 @@ def test_report_html_sections_and_images(tmp_path):
 
 
 def test_report_without_benchmarks_explains_how_to_configure(tmp_path):
-    study = make_fake_study(tmp_path / "s", benchmarks=False, failed=1)
+    study = make_fake_study(tmp_path / "s", ns=(10,), mixtures=((0, "paraphrase"),), benchmarks=False, failed=1)
     page = build_report(study).read_text()
     assert "not configured" in page and "eval.truthfulqa_path" in page
     assert "Incomplete cells" in page and "RuntimeError: boom" in page
@@ -79,3 +79,10 @@ def test_fmt_ci():
     assert fmt_ci(0.5, 0.4, 0.6) == "0.500 ± 0.100"
     assert fmt_ci(0.5, math.nan, math.nan) == "0.500"
     assert fmt_ci(math.nan, math.nan, math.nan) == "—"
+
+
+def test_report_when_no_cell_finished(tmp_path):
+    study = make_fake_study(tmp_path / "s", ns=(10,), mixtures=((0, "paraphrase"),), failed=2)
+    page = build_report(study).read_text()
+    assert "No finished cells yet" in page and "Incomplete cells" in page
+    assert pd.read_csv(study / "results.csv")["state"].eq("failed").all()

@@ -116,21 +116,21 @@ def _stage_done(stage: str, cs: CellStore) -> bool:
     return (cs.eval_dir / "metrics.json").is_file()
 
 
-def _facts_by_id(facts: list) -> dict[str, Any]:
-    return {getattr(f, "id", None) or f["id"]: f for f in facts}
+def _pick(facts: list, ids: list[str]) -> list:
+    """The facts with the given ids, in the order of ``ids``."""
+    by_id = {f.id: f for f in facts}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def _train_inputs(ctx: _Context, cs: CellStore) -> dict[str, Any]:
-    """Per-epoch curve inputs: trained Unknown facts (reliability) and held-out known facts (retention)."""
+    """Per-epoch curve inputs: trained Unknown facts (reliability) and held-out HighlyKnown facts
+    (retention), probed with the base probe's settings and shot sets so epochs compare to the base."""
     sets = read_json(cs.mix_dir / "eval_sets.json")
-    by_id = _facts_by_id(ctx.facts)
-    pick = lambda ids: [by_id[i] for i in ids if i in by_id]  # noqa: E731
-    shots = read_json(ctx.shots_path) if ctx.shots_path.is_file() else None
     return {
-        "curve_facts": pick(sets.get("trained_unknown", [])),
-        "retention_facts": pick(sets.get("retention", sets.get("held_out_known", []))),
+        "curve_facts": _pick(ctx.facts, sets.get("trained_unknown", [])),
+        "retention_facts": _pick(ctx.facts, sets.get("retention", [])),
         "probe_config": ctx.study.probe,
-        "shot_sets": shots,
+        "shot_sets": read_json(ctx.shots_path) if ctx.shots_path.is_file() else None,
     }
 
 

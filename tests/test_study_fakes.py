@@ -75,7 +75,8 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
 
 def write_fake_curve(train_dir: Path, *, epochs: int, extra: int, seed: int) -> None:
     """curve.csv rising towards 1 (faster with more extra items); an adapter folder beside it."""
-    rows = [{"epoch": e, "loss": round(2.0 / e, 4), "reliability": round(min(1.0, e * (0.2 + 0.05 * extra) + 0.01 * seed % 3), 4),
+    rows = [{"epoch": e, "loss": round(2.0 / e, 4),
+             "reliability": round(min(1.0, e * (0.2 + 0.05 * extra) + 0.01 * seed % 3), 4),
              "retention": 0.9, "seconds": 1.0} for e in range(1, epochs + 1)]
     (train_dir / "adapter").mkdir(parents=True, exist_ok=True)
     (train_dir / "adapter" / "adapter_config.json").write_text("{}")

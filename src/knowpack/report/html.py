@@ -93,7 +93,8 @@ def _reliability(b: _Builder, summary: pd.DataFrame, curves: pd.DataFrame) -> No
     fig = plots.reliability_curves(curves, b.plot("reliability_vs_epoch"))
     body = _img(fig, "reliability vs epoch")
     if not table.empty:
-        body += "<h3>Reliability after the last epoch (paper Table 2)</h3>" + _html_table(pivot_ci(table, "reliability"), index=False)
+        body += ("<h3>Reliability after the last epoch (paper Table 2)</h3>"
+                 + _html_table(pivot_ci(table, "reliability"), index=False))
     b.add("reliability", "Reliability vs epoch (paper Fig. 2)", body or "<p class='empty'>No finished cells yet.</p>",
           "Share of (trained Unknown fact × few-shot prompt) pairs answered correctly, per epoch checkpoint. "
           "Lines: mean over seeds; band: min–max over seeds. Table: mean ± 95% t-interval half-width.")
@@ -228,6 +229,21 @@ def _paired(b: _Builder) -> None:
           "bootstrap 95% CI; p = exact McNemar test on the facts where the two cells disagree.")
 
 
+def _base_probes(store: StudyStore) -> dict[str, Any]:
+    """Per base-probe folder: model hash, probed facts and the category counts every cell starts from."""
+    out = {}
+    for folder in sorted((store.root / "base").glob("*/summary.json")):
+        summary = read_json(folder)
+        out[folder.parent.name] = {"model_hash": summary.get("model_hash"), "facts": summary.get("n"),
+                                   "seconds": summary.get("seconds"), "categories": summary.get("counts")}
+    return out
+
+
+def _yaml(obj: Any) -> str:
+    # Flow style for leaf lists keeps seeds and grid axes on one line each.
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=None)
+
+
 def _manifest(b: _Builder, results: pd.DataFrame) -> None:
     store = b.store
     study = read_json(store.study_file) if store.study_file.is_file() else {}
@@ -237,15 +253,15 @@ def _manifest(b: _Builder, results: pd.DataFrame) -> None:
         "study": study.get("name"), "spec file": study.get("source"), "overrides": study.get("overrides") or [],
         "seeds": sorted({int(s) for s in results["seed"].dropna()}) if "seed" in results else [],
         "facts files (sha256)": {f.name: sha256_file(f) for f in facts},
-        "base probe": sorted(p.name for p in (store.root / "base").glob("*")) if (store.root / "base").is_dir() else [],
+        "base probe": _base_probes(store),
         "python": manifest.get("python"), "platform": manifest.get("platform"),
         "packages": manifest.get("packages", {}), "study run started": manifest.get("created"),
     }
     cells = results[[c for c in ("key", "unknown", "mixture", "seed", "state", "epochs", "wall_seconds") if c in results]]
-    body = ("<pre>" + html.escape(yaml.safe_dump(info, sort_keys=False, allow_unicode=True)) + "</pre>"
+    body = ("<pre>" + html.escape(_yaml({k: v for k, v in info.items() if v not in (None, [], {})})) + "</pre>"
             + "<h3>Cells (content-addressed folders under cells/)</h3>" + _html_table(cells, index=False, digits=0)
             + "<h3>Study spec (after overrides)</h3><pre>"
-            + html.escape(yaml.safe_dump(study.get("spec", {}), sort_keys=False, allow_unicode=True)) + "</pre>")
+            + html.escape(_yaml(study.get("spec", {}))) + "</pre>")
     b.add("manifest", "Run manifest", body)
 
 

@@ -112,7 +112,8 @@ def _stage_done(stage: str, cs: CellStore) -> bool:
         return (cs.mix_dir / "manifest.json").is_file() and (cs.mix_dir / "train.jsonl").is_file()
     if stage == "train":
         # curve.csv grows epoch by epoch; train_summary.json is written only once training finished.
-        return (cs.train_dir / "adapter" / "adapter_config.json").is_file() and (cs.train_dir / "train_summary.json").is_file()
+        return ((cs.train_dir / "adapter" / "adapter_config.json").is_file()
+                and (cs.train_dir / "train_summary.json").is_file())
     return (cs.eval_dir / "metrics.json").is_file()
 
 

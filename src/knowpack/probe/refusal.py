@@ -20,9 +20,13 @@ _PATTERNS = [
     rf"\b{_I}\s+cannot\s+(?:find|locate|identify|determine|confirm|verify|say|tell|provide|answer|access|recall|be sure)",
     # "I don't know", "I do not have (any|enough) information/data/details"
     rf"\b{_I}\s+(?:do|did)\s*{_NOT}\s+(?:know|have|possess|recall|remember)\b",
-    rf"\b{_I}\s+(?:'m|’m|am)\s+not\s+(?:sure|certain|aware|familiar|able)\b",
+    rf"\b{_I}\s*(?:'m|’m|\s+am)\s+not\s+(?:sure|certain|aware|familiar|able)\b",
     rf"\b{_I}\s+(?:have|had)\s+no\s+(?:information|idea|knowledge|data|record|details)\b",
-    rf"\b{_I}\s+(?:'m|’m|am|was|are)\s+(?:unable|not able)\s+to\b",
+    rf"\b{_I}\s*(?:'m|’m|\s+am|\s+was|\s+are)\s+(?:unable|not able)\s+to\b",
+    # "The population of X is unknown (unverified)", "... is not known yet", "... is still undetermined"
+    r"\b(?:is|are|was|were|remains?)\s+(?:still\s+|currently\s+)?(?:unknown|not known|undetermined|not determined|unverified)\b",
+    r"\bno one (?:has|have|had) (?:ever\s+)?(?:confirmed|discovered|recorded|found|verified|documented)\b",
+    r"\black of (?:information|data|records|sources)\b",
     r"\bunable to (?:find|locate|identify|determine|confirm|verify|provide|answer|access|say)\b",
     r"\b(?:not|n't) (?:aware|familiar) (?:of|with)\b",
     # impersonal: "There is no (available|reliable) information", "No information is available"

@@ -1,0 +1,144 @@
+"""Benchmark: the probe's fast path against a naive loop, in one process, on the default model.
+
+(a) naive — one ``model.generate`` per prompt: greedy (EOS stop only, 32 new tokens), then
+    ``num_return_sequences=n`` samples; no batching, no early exit, no prefix reuse.
+(b) ``run_probe`` — batching, stop at the end of the answer line, shared-prefix KV reuse, early exit.
+
+Checks that greedy answer spans are identical wherever both computed them and that categories
+agree wherever greedy decides them (HighlyKnown/MaybeKnown); the sample-decided split
+WeaklyKnown/Unknown is random in both. Prints facts/s, model-FLOPs utilisation (tokens run
+through the model × 2 × parameters ÷ wall time, over a large fp32 matmul's measured FLOP/s)
+and, last, the speedup.
+
+    python bench/probe.py [--facts default|FILE] [--n 50] [--prompts 4] [--samples 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def matmul_flops(size: int = 2048, repeats: int = 6) -> float:
+    """Measured fp32 FLOP/s of a large square matmul (the machine's practical ceiling)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def naive_probe(loaded, facts, shot_sets, config) -> tuple[dict, int]:
+    """Greedy + samples for every fact and prompt, one ``generate`` call each; returns texts and
+    the number of token positions the model computed."""
+    from knowpack.models.loading import render_chat
+    from knowpack.probe.backends.hf import encode_prompts
+    from knowpack.probe.prompts import fewshot_messages
+
+    model, tok = loaded.model, loaded.tokenizer
+    out, tokens = {}, 0
+    with torch.inference_mode():
+        for fact in facts:
+            greedy, samples = [], []
+            for shots in shot_sets:
+                prompt = render_chat(tok, fewshot_messages(fact.question, shots), add_generation_prompt=True)
+                ids = torch.tensor(encode_prompts(tok, [prompt]))
+                mask = torch.ones_like(ids)
+                g = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, temperature=None,
+                                   top_p=None, top_k=None, max_new_tokens=config.max_new_tokens,
+                                   pad_token_id=tok.pad_token_id)
+                greedy.append(tok.decode(g[0, ids.shape[1]:], skip_special_tokens=True))
+                tokens += g.shape[1] - 1
+                if config.samples:
+                    s = model.generate(input_ids=ids, attention_mask=mask, do_sample=True,
+                                       temperature=config.temperature, top_k=config.top_k, top_p=None,
+                                       num_return_sequences=config.samples,
+                                       max_new_tokens=config.max_new_tokens, pad_token_id=tok.pad_token_id)
+                    samples.append([tok.decode(x[ids.shape[1]:], skip_special_tokens=True) for x in s])
+                    tokens += config.samples * (s.shape[1] - 1)
+            out[fact.id] = {"greedy": greedy, "samples": samples}
+    return out, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--facts", default="default", help="fact file, or `default`")
+    parser.add_argument("--n", type=int, default=50, help="facts to probe")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--model", default="default")
+    args = parser.parse_args()
+
+    from knowpack.facts.io import read_facts
+    from knowpack.models import load_model
+    from knowpack.probe.backends import get_backend
+    from knowpack.probe.config import ProbeConfig
+    from knowpack.probe.matching import answer_span, is_correct
+    from knowpack.probe.prompts import select_spread
+    from knowpack.probe.runner import plan_shots, run_probe
+    from knowpack.probe.slick import categorize
+
+    config = ProbeConfig(prompts=args.prompts, shots=4, samples=args.samples, batch_size=args.batch_size)
+    all_facts = read_facts(args.facts)
+    subset = select_spread(all_facts, min(len(all_facts), args.n + config.prompts * config.shots), seed=0)
+    plan = plan_shots(config, subset)
+    facts = plan.facts[:args.n]
+    loaded = load_model(args.model)
+    params = sum(p.numel() for p in loaded.model.parameters())
+    peak = matmul_flops()
+    print(f"model {loaded.info['spec']} ({params / 1e6:.1f} M params), {len(facts)} facts × {config.prompts} "
+          f"prompts × (1 greedy + {config.samples} samples), torch threads {torch.get_num_threads()}")
+    print(f"fp32 matmul peak: {peak / 1e9:.1f} GFLOP/s")
+
+    start = time.perf_counter()
+    naive, naive_tokens = naive_probe(loaded, facts, plan.shot_sets, config)
+    naive_s = time.perf_counter() - start
+
+    backend = get_backend("hf", loaded, batch_size=config.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run_probe(config, subset, backend, Path(tmp), limit=args.n, progress=False)
+        fast_s = time.perf_counter() - start
+        rows = [json.loads(line) for line in (Path(tmp) / "categories.jsonl").read_text().splitlines()]
+
+    span_mismatch, span_total, cat_checked, cat_mismatch = 0, 0, 0, 0
+    by_id = {f.id: f for f in facts}
+    fast_counts: dict[str, int] = {}
+    for row in rows:
+        fact, ref = by_id[row["id"]], naive[row["id"]]
+        for j, answer in enumerate(row["greedy_answers"]):
+            span_total += 1
+            span_mismatch += answer != answer_span(ref["greedy"][j])
+        flags = [is_correct(t, fact.aliases, config.match) for t in ref["greedy"]]
+        sampled = sum(is_correct(t, fact.aliases, config.match) for s in ref["samples"] for t in s)
+        naive_cat = categorize(flags, sampled, config.prompts * config.samples)
+        fast_counts[row["category"]] = fast_counts.get(row["category"], 0) + 1
+        if naive_cat in ("HighlyKnown", "MaybeKnown") or row["category"] in ("HighlyKnown", "MaybeKnown"):
+            cat_checked += 1
+            cat_mismatch += naive_cat != row["category"]
+    print(f"greedy answer spans compared: {span_total}, different: {span_mismatch}")
+    print(f"greedy-decided categories compared: {cat_checked}, different: {cat_mismatch}")
+    print(f"fast categories: {json.dumps(fast_counts, sort_keys=True)}")
+    n = len(facts)
+    naive_mfu = naive_tokens * 2 * params / naive_s / peak
+    fast_mfu = backend.tokens_processed * 2 * params / fast_s / peak
+    print(f"naive: {naive_s:.1f} s, {n / naive_s:.3f} facts/s, {naive_tokens} tokens, MFU {naive_mfu:.1%}")
+    print(f"fast:  {fast_s:.1f} s, {n / fast_s:.3f} facts/s, {backend.tokens_processed} tokens, MFU {fast_mfu:.1%}")
+    ok = span_mismatch == 0 and cat_mismatch == 0
+    if not ok:
+        print("MISMATCH between naive and fast path", file=sys.stderr)
+    print(f"probe speedup vs naive: {naive_s / fast_s:.1f}x")
+    if not ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -211,3 +211,32 @@ def test_loaded_model_is_given_back_without_lora(tiny_model_dir, train_file, tmp
     after = dict(loaded.model.named_parameters())
     assert before.keys() == after.keys()
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_cli_reads_eval_sets_and_probe_shots(tiny_model_dir, tmp_path, fake_greedy):
+    from typer.testing import CliRunner
+
+    from knowpack.cli.app import app
+    from knowpack.io import write_json, write_jsonl
+    from knowpack.mix import MixConfig, build_mixture
+
+    facts = [Fact(id=f"f{i}", subject=f"Land{i}", relation="capital", question=f"What is the capital of Land{i}?",
+                  answer=f"City{i}") for i in range(12)]
+    cats = [{"id": f.id, "category": "Unknown" if i < 6 else "HighlyKnown"} for i, f in enumerate(facts)]
+    probe = tmp_path / "probe"
+    write_jsonl(probe / "categories.jsonl", cats)
+    write_json(probe / "shots.json", {"mode": "fixed", "sets": [[facts[11].model_dump(mode="json")]] * 2})
+    write_json(probe / "manifest.json", {"stage": "probe", "config": _probe().model_dump(mode="json")})
+    build_mixture(MixConfig(unknown=4, heldout_per_category=2, retention_sample=2), facts, cats,
+                  tmp_path / "mix", probe_dir=probe)
+    fake_greedy["known"] = {f.id for f in facts[6:]}
+    result = CliRunner().invoke(app, ["train", "--model", str(tiny_model_dir), "--train",
+                                      str(tmp_path / "mix" / "train.jsonl"), "--out", str(tmp_path / "out"),
+                                      "--preset", "paper", "--epochs", "1", "--rank", "2", "--targets",
+                                      "q_proj,v_proj", "--batch-size", "2"])
+    assert result.exit_code == 0, result.output
+    assert "reliability 0.000" in result.output and "retention 1.000" in result.output
+    config = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert config["config"]["targets"] == ["q_proj", "v_proj"] and config["config"]["rank"] == 2
+    assert len(config["curve_ids"]) == 4 and len(config["retention_ids"]) == 2
+    assert config["probe_config"]["prompts"] == 2

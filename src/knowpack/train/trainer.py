@@ -99,7 +99,8 @@ def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_fact
         "train_sha256": sha256_file(train_path),
         "curve_ids": sorted(f.id for f in curve_facts or []),
         "retention_ids": sorted(f.id for f in retention_facts or []),
-        "probe_config": probe_config.model_dump(mode="json") if probe_config is not None else None,
+        # Speed-only probe settings (batch size) do not change the curve, so they stay out.
+        "probe_config": probe_config.result_key() if probe_config is not None else None,
     }
 
 
@@ -224,6 +225,10 @@ def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *
         if progress:
             accelerator.print(f"resuming from {checkpoint} (epoch {state['epoch']} done)")
     rule = StopRule(config.plateau_patience, config.retention_threshold)
+    if progress:
+        accelerator.print(f"training {len(encoded)} examples for {config.epochs} epochs "
+                          f"({steps_per_epoch} optimizer steps/epoch, {trainable:,} trainable parameters, "
+                          f"{world} process(es)) → {out_dir}")
 
     try:
         for epoch in range(start_epoch, config.epochs + 1):
@@ -285,6 +290,7 @@ def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *
             "model_hash": loaded.model_hash,
             "adapter": str(out_dir / ADAPTER_DIR),
             "wall_seconds_this_call": round(time.perf_counter() - started, 2),
+            "epoch_seconds_total": round(sum(r.get("seconds") or 0.0 for r in rows), 2),
             "resumed_from": str(checkpoint) if checkpoint else None,
         }
         accelerator.wait_for_everyone()

@@ -75,7 +75,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from knowpack.facts.io import read_facts
     from knowpack.models import load_model
@@ -102,7 +105,7 @@ def main() -> None:
     naive, naive_tokens = naive_probe(loaded, facts, plan.shot_sets, config)
     naive_s = time.perf_counter() - start
 
-    backend = get_backend("hf", loaded, batch_size=config.batch_size)
+    backend = get_backend("hf", loaded, batch_size=config.batch_size, cache_prefixes=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run_probe(config, subset, backend, Path(tmp), limit=args.n, progress=False)

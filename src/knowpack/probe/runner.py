@@ -104,8 +104,10 @@ def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None)
         from knowpack.models.loading import load_model
 
         model = load_model(str(model))
+    # The backend lives for one run or one call, during which the weights are fixed, so shared
+    # few-shot prefixes may be cached across calls.
     backend = get_backend(config.backend, model, adapter=adapter, batch_size=config.batch_size,
-                          stop_at_newline=config.match != "substring")
+                          stop_at_newline=config.match != "substring", cache_prefixes=True)
     return backend, {"model_hash": model.model_hash, "model": dict(model.info)}
 
 

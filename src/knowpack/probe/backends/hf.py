@@ -150,17 +150,23 @@ class HFBackend:
     stop once the answer line is complete (off = run to EOS / ``max_new_tokens``).
     ``sample_batch_size``: sequences per forward pass while sampling (default 4 × batch_size,
     since the n samples of a request share one prefill and are cheap to decode together).
+    ``cache_prefixes``: keep shared-prefix KV caches across calls. Only valid while the weights
+    do not change (the probe runner turns it on for one run); off by default so a backend held
+    by a trainer never serves stale caches.
     """
+
+    _MAX_CACHED_PREFIXES = 32
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
                  stop_at_newline: bool = True, sample_batch_size: int | None = None,
-                 prefix_reuse: bool = True):
+                 prefix_reuse: bool = True, cache_prefixes: bool = False):
         self.tokenizer = loaded.tokenizer
         self.model = attach_adapter(loaded.model, adapter, model_hash=getattr(loaded, "model_hash", None))
         self.batch_size = max(1, int(batch_size))
         self.sample_batch_size = max(1, int(sample_batch_size or 4 * self.batch_size))
         self.stop_at_newline = stop_at_newline
         self.prefix_reuse = prefix_reuse
+        self._prefixes: dict[tuple[int, ...], list] | None = {} if cache_prefixes else None
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else min(self.eos_ids or {0}))
@@ -203,7 +209,7 @@ class HFBackend:
         try:
             with torch.inference_mode():
                 prefix_len = _common_prefix_len(ids) if self.prefix_reuse else 0
-                prefix = self._prefill_prefix(ids[0][:prefix_len]) if prefix_len else None
+                prefix = self._prefix(tuple(ids[0][:prefix_len])) if prefix_len else None
                 # Similar lengths share a batch (less padding); the order is a pure function of
                 # the prompts, so a given request always meets the same batch mates.
                 order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
@@ -237,10 +243,19 @@ class HFBackend:
         except TypeError:
             return DynamicCache()
 
-    def _prefill_prefix(self, prefix_ids: list[int]):
+    def _prefix(self, prefix_ids: tuple[int, ...]):
+        if self._prefixes is None:
+            return self._prefill_prefix(prefix_ids)
+        if prefix_ids not in self._prefixes:
+            if len(self._prefixes) >= self._MAX_CACHED_PREFIXES:
+                self._prefixes.pop(next(iter(self._prefixes)))  # oldest first
+            self._prefixes[prefix_ids] = self._prefill_prefix(prefix_ids)
+        return self._prefixes[prefix_ids]
+
+    def _prefill_prefix(self, prefix_ids: tuple[int, ...]):
         """KV tensors (per layer) of the shared prefix, computed once for a whole call."""
         cache = self._new_cache()
-        input_ids = torch.tensor([prefix_ids], device=self.device)
+        input_ids = torch.tensor([list(prefix_ids)], device=self.device)
         mask = torch.ones_like(input_ids)
         positions = torch.arange(len(prefix_ids), device=self.device).unsqueeze(0)
         self._forward(input_ids, mask, positions, cache)

@@ -115,3 +115,9 @@ def test_cli_reports_spec_errors_without_traceback(tmp_path):
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(KnowpackError, match="study file not found"):
         load_study(tmp_path / "nope.yaml")
+
+
+def test_axis_minimums():
+    assert "grid.unknown: every value must be >= 1" in error_of(raw(grid={"unknown": [0]}))
+    assert "grid.extra: every value must be >= 0" in error_of(raw(grid={"unknown": [1], "extra": [-1]}))
+    assert "grid.seed: has repeated values" in error_of(raw(grid={"unknown": [1], "seed": [1, 1]}))

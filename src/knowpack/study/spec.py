@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from knowpack.errors import KnowpackError
 
 KINDS = ("highly_known", "maybe_known", "paraphrase")
+_MINIMUM = {"unknown": 1, "extra": 0}  # n >= 1 Unknown facts; k = 0 extra items is the plain mixture
 
 
 class _Strict(BaseModel):
@@ -47,18 +48,12 @@ class GridSpec(_Strict):
             raise ValueError(f"has repeated values: {value}")
         return value
 
-    @field_validator("unknown")
+    @field_validator("unknown", "extra")
     @classmethod
-    def _positive(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError("every value must be >= 1")
-        return value
-
-    @field_validator("extra")
-    @classmethod
-    def _non_negative(cls, value: list[int]) -> list[int]:
-        if any(v < 0 for v in value):
-            raise ValueError("every value must be >= 0")
+    def _at_least(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        least = _MINIMUM[info.field_name]
+        if any(v < least for v in value):
+            raise ValueError(f"every value must be >= {least}")
         return value
 
     @field_validator("kind")

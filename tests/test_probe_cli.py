@@ -4,17 +4,11 @@ import json
 import sys
 
 import pytest
-import torch
 
 from knowpack.facts.schema import Fact
+from test_probe_fakes import one_thread  # noqa: F401  (fixture)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: threads only add contention
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_cli(monkeypatch, capsys, *args):

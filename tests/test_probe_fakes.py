@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import random
 
+import pytest
+
 from knowpack.facts.schema import Fact
 
 
@@ -82,3 +84,15 @@ class CrashingBackend:
     def sample(self, prompts, n, **kw):
         self._tick()
         return self.inner.sample(prompts, n, **kw)
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread: tiny matmuls gain nothing from two, and on a busy 2-core box
+    OpenMP spinning makes them tens of times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

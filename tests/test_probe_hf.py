@@ -15,16 +15,10 @@ from knowpack.probe.matching import answer_span, is_correct
 from knowpack.probe.prompts import build_shot_sets, fewshot_messages
 from knowpack.probe.runner import run_probe
 from knowpack.probe.slick import categorize
+from test_probe_fakes import one_thread  # noqa: F401  (fixture)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matmuls gain nothing from 2 threads, and on a busy 2-core box OpenMP spinning makes
-    # them tens of times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +134,20 @@ def test_adapter_for_another_model_is_a_clear_error(tiny_model_dir, tmp_path):
         get_backend("hf", load_model(str(tiny_model_dir)), adapter=str(tmp_path / "adapter"))
     with pytest.raises(KnowpackError, match="not a PEFT adapter"):
         get_backend("hf", load_model(str(tiny_model_dir)), adapter=str(tmp_path))
+
+
+def test_resume_with_real_backend_is_byte_identical(lively, tmp_path):
+    from test_probe_fakes import CrashingBackend
+
+    fs = facts(14)
+    cfg = ProbeConfig(prompts=2, shots=1, samples=3, batch_size=4, max_new_tokens=10)
+
+    def backend():
+        return get_backend("hf", lively, batch_size=cfg.batch_size, cache_prefixes=True)
+
+    run_probe(cfg, fs, backend(), tmp_path / "clean", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(cfg, fs, CrashingBackend(backend(), 5), tmp_path / "resumed", progress=False)
+    run_probe(cfg, fs, backend(), tmp_path / "resumed", progress=False)
+    for name in ("categories.jsonl", "generations.jsonl"):
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()

@@ -99,7 +99,7 @@ def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None)
         if adapter is not None:
             raise KnowpackError("an adapter cannot be added to a ready-made backend",
                                 hint="pass the LoadedModel (or model spec) together with the adapter")
-        return model, {"model_hash": getattr(model, "model_hash", type(model).__name__)}
+        return model, {"model_hash": model_identity(model)}
     if isinstance(model, (str, os.PathLike)):
         from knowpack.models.loading import load_model
 
@@ -109,6 +109,15 @@ def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None)
     backend = get_backend(config.backend, model, adapter=adapter, batch_size=config.batch_size,
                           stop_at_newline=config.match != "substring", cache_prefixes=True)
     return backend, {"model_hash": model.model_hash, "model": dict(model.info)}
+
+
+def model_identity(model: Any) -> str:
+    """The content hash of ``model`` without loading it when it is a spec string."""
+    if isinstance(model, (str, os.PathLike)):
+        from knowpack.models.loading import model_fingerprint, resolve_model_source
+
+        return model_fingerprint(resolve_model_source(str(model)))
+    return getattr(model, "model_hash", None) or type(model).__name__
 
 
 def _adapter_hash(adapter: str | None) -> str | None:
@@ -280,15 +289,16 @@ def run_probe(config: ProbeConfig, facts: list[Fact], model: Any, out_dir: str |
     if not plan.facts:
         raise KnowpackError("no facts left to probe after holding out the shot pool",
                             hint="pass more facts or a larger --limit")
-    backend, identity = resolve_backend(model, config, adapter)
+    model_hash = model_identity(model)
     out_dir = Path(out_dir)
     run_key = stable_hash({"v": FORMAT_VERSION, "config": config.model_dump(mode="json"),
-                           "model": identity["model_hash"], "adapter": _adapter_hash(adapter),
+                           "model": model_hash, "adapter": _adapter_hash(adapter),
                            "facts": [f.model_dump(mode="json") for f in plan.facts],
                            "shots": _shots_json(plan)}, length=16)
     finished = _finished_summary(out_dir, run_key)
     if finished is not None:
         return finished
+    backend, identity = resolve_backend(model, config, adapter)
 
     start = time.perf_counter()
     partial = out_dir / PARTIAL_NAME

@@ -83,7 +83,7 @@ class FakeStages:
 
     def evaluate(self, config, model, adapter_dir, mix_dir, out_dir, *, progress=True):
         self._count("evaluate")
-        cell = json.loads((out_dir.parent / "cell.json").read_text())
+        cell = json.loads((Path(adapter_dir).parents[1] / "cell.json").read_text())  # cells/<key>/train/adapter
         axes = cell["axes"]
         trained = read_json(mix_dir / "eval_sets.json")["trained_unknown"]
         write_fake_eval(out_dir, n=axes["unknown"], extra=axes["extra"], kind=axes["kind"], seed=axes["seed"],
@@ -177,6 +177,17 @@ def test_status_table_lists_states(tmp_path):
     console.print(status_table(rows, title="t"))
     text = console.export_text()
     assert "done: 4" in text and "failed: 4" in text and "out of memory" in text
+
+
+def test_changed_eval_settings_reevaluate_without_retraining(tmp_path):
+    path = write_spec(tmp_path)
+    _run(path, FakeStages())
+    again = FakeStages()
+    run = _run(path, again, overrides=["eval.max_untrained=5"])
+    assert again.calls["evaluate"] == 8 and "train_adapter" not in again.calls and "build_mixture" not in again.calls
+    folders = {p.parent.name for p in (run.out_dir / "cells").glob("*/eval/*/metrics.json")}
+    assert len(folders) == 2  # both evaluations kept side by side
+    assert len(pd.read_csv(run.out_dir / "results.csv")) == 8
 
 
 def test_override_changes_cells_and_folder(tmp_path):

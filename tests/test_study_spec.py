@@ -86,6 +86,9 @@ def test_hashes_are_stable_and_change_with_settings():
     assert set(keys).isdisjoint(changed)
     assert set(keys).isdisjoint(c.key for c in expand_grid(parse_study(raw(model="other"))))
     assert set(keys).isdisjoint(c.key for c in expand_grid(parse_study(raw(), overrides=["probe.prompts=3"])))
+    evaluated = expand_grid(parse_study(raw(), overrides=["eval.max_untrained=3"]))
+    assert keys == [c.key for c in evaluated]  # evaluation settings do not address the adapter...
+    assert {c.eval_key for c in evaluated}.isdisjoint(c.eval_key for c in expand_grid(parse_study(raw())))
     # Speed-only settings and the study's name/out folder do not change what a cell computes.
     same = expand_grid(parse_study(raw(name="renamed", out="elsewhere"), overrides=["probe.batch_size=7"]))
     assert keys == [c.key for c in same]

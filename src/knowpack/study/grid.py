@@ -23,7 +23,8 @@ class Cell:
     axes: dict[str, Any]
     mix: Any  # knowpack.mix.config.MixConfig
     train: Any  # knowpack.train.config.TrainConfig
-    key: str
+    key: str  # hash of everything that decides the adapter (folder cells/<key>/)
+    eval_key: str  # hash of the evaluation settings (folder cells/<key>/eval/<eval_key>/)
 
     @property
     def mixture(self) -> str:
@@ -39,6 +40,7 @@ class Cell:
         """The cell's full effective config, as written to ``cell.json``."""
         return {
             "key": self.key,
+            "eval_key": self.eval_key,
             "axes": self.axes,
             "mixture": self.mixture,
             **study_identity,
@@ -123,13 +125,16 @@ def _train_config(study, axes: dict[str, Any], cache: dict) -> tuple[Any, list[s
 def expand_grid(study) -> list[Cell]:
     """Expand the grid into cells with validated MixConfig/TrainConfig and content hashes.
 
-    The hash covers the cell's effective configs and everything it depends on (model, facts,
-    probe, eval), so identical settings map to the same folder and any change gets a new one.
+    The key covers everything the adapter depends on (model, facts, probe, mix, train), so
+    identical settings map to the same folder and any change gets a new one; the evaluation
+    settings get their own key, so changing them re-evaluates existing adapters.
     """
     from knowpack.mix.config import MixConfig
     from knowpack.study.spec import validate_section
 
     identity = hash_identity(study)
+    # Evaluation settings address a sub-folder, not the cell: re-evaluating never retrains.
+    eval_key = stable_hash(identity.pop("eval"), length=10)
     cells, problems, presets = [], [], {}
     for axes in _combinations(study):
         mix_data = {**study.spec.mix, "unknown": axes["unknown"], "extra": axes["extra"],
@@ -142,7 +147,7 @@ def expand_grid(study) -> list[Cell]:
         if mix is None or train is None:
             continue
         payload = {**identity, "mix": _dump(mix), "train": _dump(train)}
-        cells.append(Cell(axes=axes, mix=mix, train=train, key=stable_hash(payload, length=16)))
+        cells.append(Cell(axes=axes, mix=mix, train=train, key=stable_hash(payload, length=16), eval_key=eval_key))
     if problems:
         raise KnowpackError("\n  ".join(problems))
     return cells

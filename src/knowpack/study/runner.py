@@ -100,8 +100,8 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
     for cell in cells:
         cs = store.cell(cell.key)
         cs.root.mkdir(parents=True, exist_ok=True)
-        if not cs.cell_file.is_file():
-            write_json(cs.cell_file, cell.config(identity))
+        # Rewritten every run: the folder key is fixed, but the evaluation settings may have changed.
+        write_json(cs.cell_file, cell.config(identity))
         if not cs.status_file.is_file():
             cs.write_status("pending", title=cell.title())
 

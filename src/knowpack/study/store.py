@@ -40,13 +40,18 @@ class CellStore:
 
     mix_dir = property(lambda self: self.root / "mix")
     train_dir = property(lambda self: self.root / "train")
-    eval_dir = property(lambda self: self.root / "eval")
     cell_file = property(lambda self: self.root / "cell.json")
     status_file = property(lambda self: self.root / "status.json")
     error_log = property(lambda self: self.root / "error.log")
 
     def config(self) -> dict[str, Any]:
         return read_json(self.cell_file)
+
+    @property
+    def eval_dir(self) -> Path:
+        """eval/<eval_key>/ for the evaluation settings named in cell.json (plain eval/ without one)."""
+        key = self.config().get("eval_key") if self.cell_file.is_file() else None
+        return self.root / "eval" / key if key else self.root / "eval"
 
     def status(self) -> dict[str, Any]:
         """Current status; a ``running`` cell whose process is gone is reported as ``interrupted``."""

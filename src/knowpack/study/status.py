@@ -29,7 +29,7 @@ def status_rows(out_dir: str | Path, keys: list[str] | None = None) -> list[dict
             "key": key,
             "title": title or "",
             "state": status.get("state", "pending"),
-            "stage": status.get("stage", "") if status.get("state") in ("running", "interrupted", "failed") else "",
+            "stage": status.get("stage", "") if status.get("state") != "done" else "",
             "seconds": status.get("seconds") or sum(status.get("timings", {}).values()) or None,
             "error": status.get("error", ""),
         })

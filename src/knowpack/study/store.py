@@ -6,7 +6,8 @@
 <out>/base/<hash>/                base-model probe, shared by every cell
 <out>/cells/<key>/cell.json       effective cell config
 <out>/cells/<key>/status.json     pending | running | done | failed (+ error, timings)
-<out>/cells/<key>/{mix,train,eval}/   stage outputs
+<out>/cells/<key>/{mix,train}/        stage outputs that make the adapter
+<out>/cells/<key>/eval/<eval_key>/    its evaluation under one set of eval settings
 <out>/results.csv, summary.csv, tables/, plots/, report.html
 ```
 """
@@ -60,6 +61,9 @@ class CellStore:
         status = read_json(self.status_file)
         if status.get("state") == "running" and not _alive(status):
             status = {**status, "state": "interrupted"}
+        elif status.get("state") == "done" and not (self.eval_dir / "metrics.json").is_file():
+            # Trained, but not yet evaluated with the current eval settings.
+            status = {**status, "state": "pending", "stage": "evaluate"}
         return status
 
     def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
@@ -77,7 +81,7 @@ class CellStore:
         return status
 
     def is_done(self) -> bool:
-        return self.status().get("state") == "done" and (self.eval_dir / "metrics.json").is_file()
+        return self.status().get("state") == "done"
 
 
 def _alive(status: dict[str, Any]) -> bool:

@@ -34,7 +34,7 @@ class EvalConfig(BaseModel, extra="forbid"):
     attractor_min_count: int = Field(3, ge=1, description="ignore answers seen fewer times after training")
     top_answers: int = Field(20, ge=1)
     # Adapter canary.
-    canary_facts: int = Field(8, ge=1)
+    canary_facts: int = Field(4, ge=1)
     canary_tolerance: float = Field(1e-5, ge=0, description="max |Δlogit| at or below which the adapter counts as inert")
     # Benchmarks through lm-evaluation-harness.
     benchmarks: list[Literal["mmlu", "truthfulqa"]] = Field(default_factory=lambda: list(BENCHMARK_NAMES))

@@ -144,8 +144,13 @@ def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
         label = plots.BENCHMARK_LABELS.get(name, name)
         base_txt = f" — base model {base.mean():.3f}" if base is not None and not base.isna().all() else ""
         body += f"<h3>{html.escape(label)}{base_txt}</h3>" + _html_table(pivot_ci(table, name), index=False)
-    b.add("benchmarks", "Benchmarks (paper Figs. 3–4)", body,
-          "Accuracy of the adapted model; the dashed line is the base model on the same questions.")
+    settings = (_study(b.store).get("identity") or {}).get("eval") or {}  # the full EvalConfig
+    note = "Accuracy of the adapted model; the dashed line is the base model on the same questions."
+    if "mmlu_shots" in settings:
+        limit = settings.get("mmlu_limit")
+        sample = "every question" if limit is None else f"at most {limit} questions per subject"
+        note += f" MMLU: {settings['mmlu_shots']}-shot, {sample} (the paper: full test set, 5-shot)."
+    b.add("benchmarks", "Benchmarks (paper Figs. 3–4)", body, note)
 
 
 def _refusals(b: _Builder, summary: pd.DataFrame) -> None:
@@ -244,9 +249,13 @@ def _yaml(obj: Any) -> str:
     return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, default_flow_style=None)
 
 
+def _study(store: StudyStore) -> dict[str, Any]:
+    return read_json(store.study_file) if store.study_file.is_file() else {}
+
+
 def _manifest(b: _Builder, results: pd.DataFrame) -> None:
     store = b.store
-    study = read_json(store.study_file) if store.study_file.is_file() else {}
+    study = _study(store)
     manifest = read_json(store.root / "manifest.json") if (store.root / "manifest.json").is_file() else {}
     facts = sorted((store.root / "facts").glob("*.jsonl")) if (store.root / "facts").is_dir() else []
     info = {
@@ -340,7 +349,7 @@ def build_report(study_dir: str | Path) -> Path:
     _paired(b)
     _failed(b, results)
     _manifest(b, results)
-    study = read_json(store.study_file) if store.study_file.is_file() else {}
+    study = _study(store)
     model = (study.get("identity") or {}).get("model", "?")
     done = int((results["state"] == "done").sum())
     kpis = [("cells done", f"{done}/{len(results)}"),

@@ -110,7 +110,8 @@ def shifts_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
         if floor in summary and not summary[floor].isna().all():
             f = summary.groupby("unknown")[floor].agg(["mean", "max"]).sort_index()
             ax.fill_between(f.index, 0, f["max"], color="grey", alpha=0.18, linewidth=0)
-            ax.plot(f.index, f["mean"], color="grey", ls="--", lw=1, label="noise floor")
+            # Markers too: with a single n the dashed line has no length to show.
+            ax.plot(f.index, f["mean"], color="grey", ls="--", lw=1, marker="_", ms=18, label="noise floor")
         _series(ax, summary, f"{side}_shift", colors)
         ax.set_title(f"{side} shifts (held-out facts)")
         ax.set_ylim(bottom=0)  # shares cannot be negative; CIs of tiny shares would suggest otherwise
@@ -123,7 +124,7 @@ def shifts_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-BENCHMARK_LABELS = {"mmlu": "MMLU (5-shot)", "truthfulqa_mc1": "TruthfulQA MC1", "truthfulqa_mc2": "TruthfulQA MC2"}
+BENCHMARK_LABELS = {"mmlu": "MMLU", "truthfulqa_mc1": "TruthfulQA MC1", "truthfulqa_mc2": "TruthfulQA MC2"}
 
 
 def benchmarks_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:

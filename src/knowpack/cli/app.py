@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import warnings
+
+# Set before any HF library is imported: tqdm reads TQDM_* variables at import time. The bars of
+# lm-eval, datasets and transformers would drown knowpack's own rich progress display.
+if not os.environ.get("KNOWPACK_VERBOSE"):
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
 
 import typer
 from rich.console import Console

@@ -114,11 +114,14 @@ def shifts_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
             ax.plot(f.index, f["mean"], color="grey", ls="--", lw=1, marker="_", ms=18, label="noise floor")
         _series(ax, summary, f"{side}_shift", colors)
         ax.set_title(f"{side} shifts (held-out facts)")
-        ax.set_ylim(bottom=0)  # shares cannot be negative; CIs of tiny shares would suggest otherwise
         ax.set_xlabel("# Unknown facts trained (n)")
         _log_x(ax, summary["unknown"])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of held-out facts")
+    # Set the shared limits once both panels are drawn: fixing them inside the loop froze the
+    # y range at the first panel's data and cut off the second. Shares cannot be negative.
+    top = max(ax.dataLim.y1 for ax in axes)
+    axes[0].set_ylim(0, max(top * 1.08, 0.05))
     fig.tight_layout()
     _figure_legend(fig, axes)
     return _save(fig, path)

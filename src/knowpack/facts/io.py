@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ from pydantic import ValidationError
 
 from knowpack.errors import KnowpackError, ValidationFailed
 from knowpack.facts.schema import FACT_COLUMNS, REQUIRED_COLUMNS, TIERS, Fact
-from knowpack.io import atomic_path, sha256_file, sha256_text, write_jsonl
+from knowpack.io import atomic_dir, atomic_path, sha256_file, sha256_text, write_jsonl
 
 DEFAULT_NAME = "default"
 LIST_FIELDS = ("aliases", "paraphrases")
@@ -358,16 +356,8 @@ def _write_parquet(path: Path, records: list[dict[str, Any]]) -> None:
 def _write_hf(path: Path, records: list[dict[str, Any]]) -> None:
     import datasets
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         datasets.Dataset(_arrow_table(records)).save_to_disk(str(tmp))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def facts_hash(path: str | os.PathLike) -> str:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
+from knowpack.io import atomic_dir
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_ALIASES = {"default", "smollm2", DEFAULT_MODEL_NAME, "SmolLM2-135M-Instruct"}
@@ -67,9 +66,7 @@ def convert_gguf_to_safetensors(gguf: Path, target: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                      dtype=torch.float32)
@@ -80,11 +77,4 @@ def convert_gguf_to_safetensors(gguf: Path, target: Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "KNOWPACK_SOURCE.txt").write_text(f"converted from {gguf.name} (GGUF Q4_1, dequantized)\n")
-        tmp.chmod(0o755)  # mkdtemp makes 0700 folders; the cache is meant to be shared
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

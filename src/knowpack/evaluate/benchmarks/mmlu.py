@@ -128,15 +128,19 @@ def task_configs(selection: dict[str, dict[str, list[dict]]], data_dir: Path, *,
     for subject, parts in selection.items():
         files = {}
         for split, rows in parts.items():
+            if not rows:
+                continue  # `datasets` cannot build a split from an empty JSON file (0-shot runs)
             files[split] = str(data_dir / f"mmlu_{subject}_{split}.jsonl")
             # Both splits must share one schema for `datasets`, so only the scored fields are written.
             Path(files[split]).write_text("".join(json.dumps({k: r[k] for k in ("question", "choices", "answer")})
                                                   + "\n" for r in rows), encoding="utf-8")
         pretty = subject.replace("_", " ")
+        fewshot = ({"fewshot_split": "dev", "fewshot_config": {"sampler": "first_n"}}
+                   if "dev" in files else {})
         configs.append({
             "task": f"knowpack_mmlu_{subject}", "dataset_path": "json",
-            "dataset_kwargs": {"data_files": files}, "test_split": "test", "fewshot_split": "dev",
-            "fewshot_config": {"sampler": "first_n"}, "num_fewshot": min(shots, len(parts["dev"])),
+            "dataset_kwargs": {"data_files": files}, "test_split": "test", **fewshot,
+            "num_fewshot": min(shots, len(parts["dev"])),
             "output_type": "multiple_choice",
             "description": f"The following are multiple choice questions (with answers) about {pretty}.\n\n",
             "doc_to_text": "{{question.strip()}}\nA. {{choices[0]}}\nB. {{choices[1]}}\nC. {{choices[2]}}\nD. {{choices[3]}}\nAnswer:",

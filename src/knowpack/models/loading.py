@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from knowpack.errors import KnowpackError
-from knowpack.io import sha256_file, stable_hash
+from knowpack.io import sha256_file, stable_hash, write_text
 from knowpack.models.default_model import DEFAULT_MODEL_ALIASES, ensure_default_model, knowpack_home
 
 # Used only when a tokenizer has no chat template of its own (base models, tiny test models).
@@ -81,8 +81,8 @@ def model_fingerprint(source: ModelSource) -> str:
             cache[key] = sha256_file(f)
         digests[f.name] = cache[key]
     try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(cache, indent=0))
+        # Atomic: several knowpack processes (a study, a probe) may hash models at once.
+        write_text(cache_file, json.dumps(cache, indent=0))
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
     return stable_hash(digests, length=16)

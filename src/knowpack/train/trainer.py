@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.io import read_json, sha256_file, write_json, write_manifest
+from knowpack.io import atomic_dir, read_json, sha256_file, write_json, write_manifest
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
 from knowpack.train.data import Collator, encode_example, read_train_file
@@ -143,11 +142,8 @@ def _evaluate(loaded, peft_model, curve_facts, retention_facts, probe_config, sh
 
 def _save_adapter(peft_model, out_dir: Path) -> Path:
     target = out_dir / ADAPTER_DIR
-    staging = out_dir / f".{ADAPTER_DIR}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with atomic_dir(target) as staging:
+        peft_model.save_pretrained(staging)
     return target
 
 

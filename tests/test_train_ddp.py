@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 
 SCRIPT = """
-import json, sys
+import json, os, sys
 from pathlib import Path
 from knowpack.train import TrainConfig, train_adapter
 config = TrainConfig(rank=2, alpha=4, targets=["q_proj", "down_proj"], lr=1e-2, epochs=2, batch_size=4, seed=1)
 summary = train_adapter(config, sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), progress=False)
-print("SUMMARY", json.dumps({"processes": summary["processes"], "global_batch": summary["global_batch"]}))
+# One file per rank: the ranks' stdout streams interleave and can merge lines.
+rank = os.environ["RANK"]
+Path(sys.argv[4], f"summary-{rank}.json").write_text(
+    json.dumps({"processes": summary["processes"], "global_batch": summary["global_batch"]}))
 """
 
 
@@ -42,14 +45,16 @@ def test_two_process_ddp_writes_one_loadable_adapter(tiny_model_dir, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
+    reports = tmp_path / "reports"
+    reports.mkdir()
     # accelerate's multi-process launcher (torchrun underneath); ACCELERATE_USE_CPU selects gloo.
     env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
     cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-           str(script), str(tiny_model_dir), str(train), str(out)]
+           str(script), str(tiny_model_dir), str(train), str(out), str(reports)]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    summaries = [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("SUMMARY")]
+    summaries = [json.loads((reports / f"summary-{rank}.json").read_text()) for rank in (0, 1)]
     assert summaries == [{"processes": 2, "global_batch": 4}] * 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "adapter", "checkpoints", "curve.csv", "manifest.json", "run.json", "train_summary.json"]

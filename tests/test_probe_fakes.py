@@ -63,6 +63,21 @@ class ScriptedBackend:
         return out
 
 
+class _TickingFeed:
+    def __init__(self, feed, tick):
+        self.feed, self.tick = feed, tick
+
+    def take(self, rows, speculative):
+        self.tick()
+        return self.feed.take(rows, speculative)
+
+    def finish(self, request, texts):
+        self.feed.finish(request, texts)
+
+    def wanted(self, request):
+        return self.feed.wanted(request)
+
+
 class CrashingBackend:
     """Wraps a backend and raises on its ``crash_at``-th generation call (a simulated kill)."""
 
@@ -75,7 +90,12 @@ class CrashingBackend:
             raise KeyboardInterrupt("simulated kill")
 
     def __getattr__(self, name):
-        return getattr(self.inner, name)
+        attr = getattr(self.inner, name)
+        if name == "stream":  # a streaming backend: crash when it asks its feed for work
+            def stream(feed, **settings):
+                return attr(_TickingFeed(feed, self._tick), **settings)
+            return stream
+        return attr
 
     def greedy(self, prompts, max_new_tokens):
         self._tick()

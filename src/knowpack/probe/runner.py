@@ -91,6 +91,17 @@ def render_prompt(backend: Any, messages: list[dict[str, str]]) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
 
+def fewshot_prompt(backend: Any, fact: Fact, shots: list[Fact]) -> tuple[str, str | None]:
+    """The rendered few-shot prompt for ``fact`` and, as a prefix hint, the part every question
+    with these shots shares (a backend computes it once)."""
+    from knowpack.probe.prompts import fewshot_messages
+
+    prompt = render_prompt(backend, fewshot_messages(fact.question, shots))
+    # The same prompt with an empty question shares everything up to the question's first character.
+    blank = render_prompt(backend, fewshot_messages("", shots))
+    return prompt, os.path.commonprefix([prompt, blank]) or None
+
+
 def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None) -> tuple[Any, dict]:
     """A backend for ``model`` (a spec string, a LoadedModel, or a ready backend) and its identity."""
     from knowpack.probe.backends.base import Backend, get_backend
@@ -136,7 +147,6 @@ def _seed(config: ProbeConfig, fact_id: str, prompt: int) -> int:
 @dataclass
 class _FactState:
     fact: Fact
-    prompts: list[str]
     greedy: list[str] = field(default_factory=list)
     greedy_correct: list[bool] = field(default_factory=list)
     sampled: int = 0
@@ -180,33 +190,120 @@ def probe_chunk(facts: list[Fact], backend: Any, config: ProbeConfig, plan: Shot
     Early exit (``config.early_exit``) never changes a category: greedy prompts stop for a fact
     once it has a right and a wrong answer (MaybeKnown whatever comes next); samples are drawn
     only for facts whose N greedy answers are all wrong, and stop after the prompt that gave the
-    first correct sample (WeaklyKnown whatever comes next).
+    first correct sample (WeaklyKnown whatever comes next). A streaming backend may compute
+    requests ahead of need to keep its batch full; answers early exit would not have asked for
+    are dropped, so the records are the same either way.
     """
-    from knowpack.probe.prompts import fewshot_messages
+    from knowpack.probe.backends.base import run_feed
 
-    states = [_FactState(f, [render_prompt(backend, fewshot_messages(f.question, shots))
-                             for shots in plan.shots(f, config)]) for f in facts]
-    for j in range(config.prompts):
-        active = [s for s in states if not (config.early_exit and greedy_settled(s.greedy_correct))]
-        if not active:
-            break
-        texts = backend.greedy([s.prompts[j] for s in active], config.max_new_tokens)
-        for state, text in zip(active, texts):
-            state.add(config, j, "greedy", text)
-    if config.samples:
-        for j in range(config.prompts):
-            active = [s for s in states if not config.early_exit
-                      or (needs_samples(s.greedy_correct, config.prompts) and s.sampled_correct == 0)]
-            if not active:
-                break
-            drawn = backend.sample([s.prompts[j] for s in active], config.samples,
-                                   temperature=config.temperature, top_k=config.top_k,
-                                   max_new_tokens=config.max_new_tokens,
-                                   seeds=[_seed(config, s.fact.id, j) for s in active])
-            for state, texts in zip(active, drawn):
-                for i, text in enumerate(texts):
-                    state.add(config, j, "sample", text, sample=i)
-    return [{"record": s.record(), "generations": s.generations} for s in states]
+    feed = _ChunkFeed(facts, backend, config, plan)
+    run_feed(backend, feed, max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+             top_k=config.top_k)
+    return feed.items()
+
+
+class _ChunkFeed:
+    """The requests of one chunk, released as the early-exit rules make them needed.
+
+    Per fact and prompt j, a request is *needed* when the answers before it leave the category
+    open, *unneeded* when they settle it, and *speculative* while answers before it are pending.
+    """
+
+    def __init__(self, facts: list[Fact], backend: Any, config: ProbeConfig, plan: ShotPlan):
+        from knowpack.probe.backends.base import Request
+
+        self.config, self.facts = config, facts
+        self.requests: list[dict[tuple[str, int], Request]] = []
+        for index, fact in enumerate(facts):
+            mine = {}
+            for j, shots in enumerate(plan.shots(fact, config)):
+                prompt, prefix = fewshot_prompt(backend, fact, shots)
+                followup = None
+                if config.samples:
+                    followup = mine[("sample", j)] = Request(prompt, samples=config.samples, prefix=prefix,
+                                                             seed=_seed(config, fact.id, j), tag=(index, "sample", j))
+                mine[("greedy", j)] = Request(prompt, prefix=prefix, followup=followup, tag=(index, "greedy", j))
+            self.requests.append(mine)
+        self.answers: list[dict[tuple[str, int], list[str]]] = [{} for _ in facts]
+        self.correct: list[dict[tuple[str, int], bool]] = [{} for _ in facts]
+        self.taken: list[set[tuple[str, int]]] = [set() for _ in facts]
+
+    # -- the early-exit rules, on the answers so far ---------------------------------------
+    def _flags(self, index: int, kind: str) -> list[bool]:
+        """Correctness of the contiguous answers from prompt 0 (greedy: per answer; samples:
+        any correct per prompt)."""
+        correct, flags = self.correct[index], []
+        while (kind, len(flags)) in correct:
+            flags.append(correct[(kind, len(flags))])
+        return flags
+
+    def _status(self, index: int, kind: str, j: int) -> str:
+        """``needed``, ``speculative``, ``unneeded`` or ``blocked`` (samples before greedy ends)."""
+        if not self.config.early_exit:
+            return "needed"
+        greedy = self._flags(index, "greedy")
+        if kind == "greedy":
+            if greedy_settled(greedy[:j]):
+                return "unneeded"
+            return "needed" if len(greedy) >= j else "speculative"
+        if any(greedy):
+            return "unneeded"
+        if not needs_samples(greedy, self.config.prompts):
+            return "blocked"
+        sampled = self._flags(index, "sample")
+        if any(sampled[:j]):
+            return "unneeded"
+        return "needed" if len(sampled) >= j else "speculative"
+
+    # -- the RequestFeed protocol ------------------------------------------------------------
+    def take(self, rows: int, speculative: bool) -> list:
+        ready: list = []
+        wanted = ("needed", "speculative") if speculative else ("needed",)
+        for status in wanted:
+            for j in range(self.config.prompts):  # breadth first: every fact's prompt j, then j + 1
+                for index, mine in enumerate(self.requests):
+                    for key in (("greedy", j), ("sample", j)):
+                        if key in mine and key not in self.taken[index] and self._status(index, *key) == status:
+                            ready.append(mine[key])
+                            self.taken[index].add(key)
+        taken, used = [], 0
+        for request in ready:
+            if taken and used + request.rows > rows:
+                index, kind, j = request.tag
+                self.taken[index].discard((kind, j))  # not taken after all
+                continue
+            taken.append(request)
+            used += request.rows
+        return taken
+
+    def finish(self, request, texts: list[str]) -> None:
+        index, kind, j = request.tag
+        self.answers[index][(kind, j)] = list(texts)
+        aliases = self.facts[index].aliases
+        self.correct[index][(kind, j)] = any(is_correct(t, aliases, self.config.match) for t in texts)
+
+    def wanted(self, request) -> bool:
+        index, kind, j = request.tag
+        return self._status(index, kind, j) != "unneeded"
+
+    # -- results -----------------------------------------------------------------------------
+    def items(self) -> list[dict]:
+        """The records, replaying exactly the answers early exit asks for, in prompt order."""
+        config, out = self.config, []
+        for index, fact in enumerate(self.facts):
+            state, answers = _FactState(fact), self.answers[index]
+            for j in range(config.prompts):
+                if config.early_exit and greedy_settled(state.greedy_correct):
+                    break
+                state.add(config, j, "greedy", answers[("greedy", j)][0])
+            if config.samples and (not config.early_exit or needs_samples(state.greedy_correct, config.prompts)):
+                for j in range(config.prompts):
+                    if config.early_exit and state.sampled_correct:
+                        break
+                    for i, text in enumerate(answers[("sample", j)]):
+                        state.add(config, j, "sample", text, sample=i)
+            out.append({"record": state.record(), "generations": state.generations})
+        return out
 
 
 # -- resumable run ----------------------------------------------------------------------------
@@ -421,7 +518,7 @@ def greedy_answers_for(facts: list[Fact], model_or_backend: Any, config: ProbeCo
     probe's shots.json) or a ``shot_pool`` to build them from. ``relation``: ``shot_pool`` (or
     ``facts``) supplies same-relation shots.
     """
-    from knowpack.probe.prompts import fewshot_messages
+    from knowpack.probe.backends.base import ListFeed, Request, run_feed
 
     if config.shot_pool == "fixed":
         if shot_sets is None:
@@ -432,12 +529,16 @@ def greedy_answers_for(facts: list[Fact], model_or_backend: Any, config: ProbeCo
     else:
         plan = ShotPlan(facts=list(facts), pool_by_relation=group_by_relation(shot_pool or facts))
     backend, _ = resolve_backend(model_or_backend, config, adapter)
-    answers: dict[str, list[str]] = {f.id: [] for f in facts}
-    for j in range(config.prompts):
-        prompts = [render_prompt(backend, fewshot_messages(f.question, plan.shots(f, config)[j])) for f in facts]
-        for fact, text in zip(facts, backend.greedy(prompts, config.max_new_tokens)):
-            answers[fact.id].append(text)
-    return answers
+    # Every prompt of every fact at once: a streaming backend keeps its batch full throughout.
+    requests = []
+    for fact in facts:
+        for shots in plan.shots(fact, config):
+            prompt, prefix = fewshot_prompt(backend, fact, shots)
+            requests.append(Request(prompt, prefix=prefix))
+    feed = ListFeed(requests)
+    run_feed(backend, feed, max_new_tokens=config.max_new_tokens)
+    texts = iter(feed.answers())
+    return {fact.id: [next(texts)[0] for _ in range(config.prompts)] for fact in facts}
 
 
 def reliability(facts: list[Fact], model_or_backend: Any, config: ProbeConfig,

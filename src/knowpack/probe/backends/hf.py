@@ -1,11 +1,14 @@
-"""The transformers backend: batched greedy/sampled generation with a hand-rolled decode loop.
+"""The transformers backend: continuous batching with a hand-rolled decode loop.
 
-Why not ``model.generate``: the probe needs three things it does not offer together —
-1. the few-shot prefix shared by a whole round of prompts is prefilled once and its KV cache
-   reused by every batch (prefill of ≈145-token prompts is most of the cost on CPU);
+Why not ``model.generate``: the probe needs four things it does not offer together —
+1. each few-shot prefix (the same for many requests) is prefilled once and its KV cache reused
+   by every request that starts with it (prefill of ≈145-token prompts dominates on CPU);
 2. a sequence stops as soon as its answer span (first non-empty line) is complete, and finished
    rows leave the batch instead of decoding padding;
-3. sampled answers come from a per-sequence random generator, so a request's samples do not
+3. new requests join the running batch while others still decode (continuous batching): one
+   rambling answer must not keep a nearly empty batch running for 30 steps — on CPU every
+   forward pass costs about as much as reading all weights once, however few rows it carries;
+4. sampled answers come from a per-sequence random generator, so a request's samples do not
    depend on its batch mates (needed for early exit and byte-identical resumes).
 Only the last position goes through the LM head (``logits_to_keep=1``).
 """
@@ -13,7 +16,9 @@ Only the last position goes through the LM head (``logits_to_keep=1``).
 from __future__ import annotations
 
 import json
+import os
 import weakref
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,8 @@ import torch
 from knowpack.errors import KnowpackError
 from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
-from knowpack.probe.backends.base import register_backend
+from knowpack.probe.backends.base import ListFeed, Request, register_backend
+from knowpack.probe.backends.kv import layer_tensors, new_cache, rebuild_rows, supports_row_editing
 from knowpack.probe.matching import answer_span
 
 _NEWLINE_TABLES: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
@@ -132,41 +138,113 @@ def _seed_int(*parts: object) -> int:
     return int(stable_hash([str(p) for p in parts], length=15), 16)
 
 
-def _common_prefix_len(seqs: list[list[int]]) -> int:
-    first = seqs[0]
-    limit = min(len(s) for s in seqs) - 1  # every row keeps ≥1 own token, whose logits we need
+def _common_prefix_len(first: list[int], other: list[int], limit: int) -> int:
     n = 0
-    while n < limit and all(s[n] == first[n] for s in seqs):
+    while n < limit and n < len(other) and first[n] == other[n]:
         n += 1
     return n
 
 
+@dataclass
+class _Row:
+    """One sequence in the running batch."""
+
+    request: Request
+    index: int  # which of the request's samples (0 for greedy)
+    generator: torch.Generator | None
+    tokens: list[int] = field(default_factory=list)
+    alive: bool = True
+    prefix: tuple[int, ...] = ()
+    prompt_len: int = 0
+    # greedy rows whose samples may follow: each pick's sampling distribution and chosen token
+    steps: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+    picks: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _GreedyState:
+    """What a finished greedy answer leaves for the samples of the same prompt.
+
+    ``columns``: per layer, the KV of the prompt after its prefix and of the greedy tokens that
+    went through the model; ``steps``/``picks``: the sampling distribution at each greedy step
+    and the token greedy chose. A sample that draws the greedy token at a step is still on the
+    greedy path and costs nothing; where it leaves the path it continues from these columns.
+    """
+
+    followup: Request
+    prefix: tuple[int, ...]
+    prompt_len: int
+    columns: list[tuple[torch.Tensor, torch.Tensor]]
+    steps: list[tuple[torch.Tensor, torch.Tensor | None]]
+    picks: list[int]
+
+
+@dataclass
+class _Part:
+    """Rows decoded together: their cache, attention mask and the position of each pending token."""
+
+    rows: list[_Row]
+    cache: Any
+    mask: torch.Tensor
+    positions: torch.Tensor
+
+    def live(self) -> list[int]:
+        return [k for k, row in enumerate(self.rows) if row.alive]
+
+
+def length_groups(lengths: list[int], overhead: int) -> list[list[int]]:
+    """Split items into groups of similar length, minimising padded tokens + ``overhead`` per group.
+
+    A prefill pass costs about ``overhead`` tokens' worth of time however small it is, so a long
+    prompt gets its own pass only when that saves more padding than the pass costs. Exact
+    (dynamic programming over the items sorted by length).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    best = [0.0] + [float("inf")] * len(order)
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end):
+            cost = best[start] + overhead + (end - start) * longest
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
 @register_backend("hf")
 class HFBackend:
-    """Batched generation on a transformers causal LM (optionally wrapped by PEFT).
+    """Continuous batching on a transformers causal LM (optionally wrapped by PEFT).
 
     ``loaded``: a LoadedModel; its ``model`` may already be a ``PeftModel`` (the trainer probes
-    its in-memory adapter). ``batch_size``: sequences per forward pass. ``stop_at_newline``:
-    stop once the answer line is complete (off = run to EOS / ``max_new_tokens``).
-    ``sample_batch_size``: sequences per forward pass while sampling (default 4 × batch_size,
-    since the n samples of a request share one prefill and are cheap to decode together).
-    ``cache_prefixes``: keep shared-prefix KV caches across calls. Only valid while the weights
-    do not change (the probe runner turns it on for one run); off by default so a backend held
-    by a trainer never serves stale caches.
+    its in-memory adapter). ``batch_size``: greedy prompts per batch. ``max_rows``: sequences
+    decoded together (default 4 × batch_size; the n samples of a request are n rows sharing one
+    prefill). ``stop_at_newline``: stop once the answer line is complete (off = run to EOS /
+    ``max_new_tokens``). ``prefix_reuse``: prefill each request's shared few-shot prefix once.
+    ``cache_prefixes``: keep those prefix caches across calls — only valid while the weights do
+    not change (the probe runner turns it on for one run); off by default so a backend held by a
+    trainer never serves stale caches.
     """
 
     _MAX_CACHED_PREFIXES = 32
+    _PASS_OVERHEAD_TOKENS = 24  # a forward pass costs about as much as this many prompt tokens (CPU)
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
-                 stop_at_newline: bool = True, sample_batch_size: int | None = None,
-                 prefix_reuse: bool = True, cache_prefixes: bool = False):
+                 stop_at_newline: bool = True, max_rows: int | None = None,
+                 sample_batch_size: int | None = None, prefix_reuse: bool = True,
+                 cache_prefixes: bool = False):
         self.tokenizer = loaded.tokenizer
         self.model = attach_adapter(loaded.model, adapter, model_hash=getattr(loaded, "model_hash", None))
         self.batch_size = max(1, int(batch_size))
-        self.sample_batch_size = max(1, int(sample_batch_size or 4 * self.batch_size))
+        self.max_rows = max(self.batch_size, int(max_rows or sample_batch_size or 4 * self.batch_size))
         self.stop_at_newline = stop_at_newline
         self.prefix_reuse = prefix_reuse
+        self.row_editing = supports_row_editing(self.model)
         self._prefixes: dict[tuple[int, ...], list] | None = {} if cache_prefixes else None
+        self._encoded: dict[str, list[int]] = {}
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else min(self.eos_ids or {0}))
@@ -177,6 +255,9 @@ class HFBackend:
         self._newline = newline_token_mask(self.tokenizer, vocab).tolist()
         self.model_hash = getattr(loaded, "model_hash", None)
         self.tokens_processed = 0  # prompt + generated tokens run through the model (for MFU)
+        self.forward_passes = 0
+        self._keep_states = False
+        self._states: dict[int, _GreedyState] = {}
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """Render chat messages with the model's chat template, generation prompt appended."""
@@ -185,7 +266,9 @@ class HFBackend:
     # -- protocol -------------------------------------------------------------------------
     def greedy(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         """One greedy answer per prompt (argmax decoding)."""
-        return [texts[0] for texts in self._generate(prompts, 1, max_new_tokens, sampling=None)]
+        prefix = self._shared_text(prompts)
+        return [texts[0] for texts in self._serve_list([Request(p, prefix=prefix) for p in prompts],
+                                                       max_new_tokens=max_new_tokens)]
 
     def sample(self, prompts: list[str], n: int, *, temperature: float, top_k: int,
                max_new_tokens: int, seeds: list[int]) -> list[list[str]]:
@@ -195,53 +278,303 @@ class HFBackend:
             raise ValueError("sample() needs one seed per prompt")
         if n <= 0:
             return [[] for _ in prompts]
-        return self._generate(prompts, n, max_new_tokens,
-                              sampling={"temperature": temperature, "top_k": top_k, "seeds": seeds})
+        prefix = self._shared_text(prompts)
+        requests = [Request(p, samples=n, seed=seed, prefix=prefix) for p, seed in zip(prompts, seeds)]
+        return self._serve_list(requests, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
 
-    # -- internals ------------------------------------------------------------------------
-    def _generate(self, prompts: list[str], n: int, max_new_tokens: int,
-                  sampling: dict | None) -> list[list[str]]:
-        if not prompts:
-            return []
-        ids = encode_prompts(self.tokenizer, prompts)
+    def _serve_list(self, requests: list[Request], **settings) -> list[list[str]]:
+        # Similar lengths share a batch (less padding); answers go back in the caller's order.
+        order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), i))
+        feed = ListFeed([requests[i] for i in order])
+        self.stream(feed, **settings)
+        out: list[list[str]] = [[] for _ in requests]
+        for position, texts in zip(order, feed.answers()):
+            out[position] = texts
+        return out
+
+    def stream(self, feed, *, max_new_tokens: int, temperature: float = 1.0, top_k: int = 0) -> None:
+        """Serve ``feed`` with continuous batching: finished rows leave the batch at once and new
+        requests join whenever half of the row budget is free, so no decode step runs for a
+        handful of stragglers while work is waiting."""
         was_training = self.model.training
         self.model.eval()  # dropout off even when the trainer hands over a model in train mode
         try:
             with torch.inference_mode():
-                prefix_len = _common_prefix_len(ids) if self.prefix_reuse else 0
-                prefix = self._prefix(tuple(ids[0][:prefix_len])) if prefix_len else None
-                # Similar lengths share a batch (less padding); the order is a pure function of
-                # the prompts, so a given request always meets the same batch mates.
-                order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
-                per_batch = max(1, (self.sample_batch_size if sampling else self.batch_size) // n)
-                results: list[list[str]] = [[] for _ in prompts]
-                for start in range(0, len(order), per_batch):
-                    batch = order[start:start + per_batch]
-                    seeds = None
-                    if sampling:
-                        seeds = [_seed_int(sampling["seeds"][r], i) for r in batch for i in range(n)]
-                    texts = self._run_batch([ids[r][prefix_len:] for r in batch], prefix, prefix_len,
-                                            n, max_new_tokens, sampling, seeds)
-                    for k, r in enumerate(batch):
-                        results[r] = texts[k * n:(k + 1) * n]
-                return results
+                self._serve(feed, max_new_tokens, temperature, top_k)
         finally:
             self.model.train(was_training)
+
+    # -- engine ---------------------------------------------------------------------------
+    def _serve(self, feed, max_new_tokens: int, temperature: float, top_k: int) -> None:
+        # Invariant: every live row of ``batch`` holds one pending token (chosen, not yet run
+        # through the model) at ``batch.positions``. Finished rows stay in the batch as dead
+        # weight until a rebuild: a rebuild copies the whole cache, so it waits until joining
+        # rows need one anyway or an eighth of the rows are dead.
+        settings = (max_new_tokens, temperature, top_k)
+        batch: _Part | None = None
+        answers: dict[int, list[str | None]] = {}
+        # Greedy states are kept only when a full sampling distribution is small (top-k).
+        self._keep_states = bool(top_k) and top_k <= 1024
+        self._states = {}
+        while True:
+            live = [k for k, row in enumerate(batch.rows) if row.alive] if batch else []
+            joining: list[_Part] = []
+            taken = False
+            if not live or (self.row_editing and len(live) <= self.max_rows // 2):
+                requests = feed.take(self.max_rows - len(live), True)
+                taken = bool(requests)
+                joining = [part for part in self._admit(requests, feed, answers, settings) if part.live()]
+            dead = len(batch.rows) - len(live) if batch else 0
+            if joining or (live and dead and (8 * dead >= len(batch.rows) or not self.row_editing)):
+                batch = self._combine(([(batch, live)] if live else []) + [(p, p.live()) for p in joining])
+            elif not live:
+                if taken:
+                    continue  # every joining request finished on its first token; ask for more
+                return
+            pending = torch.tensor([[row.tokens[-1] if row.alive else self.pad_id] for row in batch.rows],
+                                   device=self.device)
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
+            logits = self._forward(pending, batch.mask, batch.positions.unsqueeze(1), batch.cache)
+            batch.positions = batch.positions + 1
+            self._step_tokens(feed, batch, logits, answers, *settings)
+
+    def _step_tokens(self, feed, part: _Part, logits: torch.Tensor, answers: dict,
+                     max_new_tokens: int, temperature: float, top_k: int) -> None:
+        """Choose each live row's next token; finish rows and hand complete requests to the feed."""
+        rows = part.rows
+        live = [k for k, row in enumerate(rows) if row.alive]
+        chosen = self._pick(logits[live], [rows[k] for k in live], temperature, top_k) if live else []
+        for k, token in zip(live, chosen):
+            row = rows[k]
+            row.picks.append(token)
+            if not self._advance(row.tokens, token, max_new_tokens):
+                continue
+            row.alive = False
+            if row.steps is not None and row.request.followup is not None and feed.wanted(row.request.followup):
+                self._keep_state(part, k)
+            self._answer(feed, answers, row)
+        verdict: dict[int, bool] = {}
+        for row in rows:
+            if row.alive and not verdict.setdefault(id(row.request), feed.wanted(row.request)):
+                row.alive = False  # its answer can no longer matter
+                answers.pop(id(row.request), None)
+
+    def _advance(self, tokens: list[int], token: int, max_new_tokens: int) -> bool:
+        """Add ``token`` to an answer; True when the answer is complete."""
+        if token in self.eos_ids:
+            return True
+        tokens.append(token)
+        return len(tokens) >= max_new_tokens or (self.stop_at_newline and self._newline[token] and span_complete(
+            self.tokenizer.decode(tokens, skip_special_tokens=True)))
+
+    def _answer(self, feed, answers: dict, row: _Row) -> None:
+        slots = answers[id(row.request)]
+        slots[row.index] = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        if all(text is not None for text in slots):
+            del answers[id(row.request)]
+            feed.finish(row.request, slots)
+
+    def _keep_state(self, part: _Part, k: int) -> None:
+        row = part.rows[k]
+        columns = part.mask[k].nonzero().squeeze(1)[len(row.prefix):]
+        kept = [(keys[k][:, columns].clone(), values[k][:, columns].clone())
+                for keys, values in layer_tensors(part.cache)]
+        self._states[id(row.request.followup)] = _GreedyState(
+            row.request.followup, row.prefix, row.prompt_len, kept, row.steps, row.picks)
+
+    def _walk(self, request: Request, state: _GreedyState, feed, answers: dict,
+              max_new_tokens: int) -> list[tuple[_Row, int]]:
+        """Draw the samples of ``request`` along its greedy path; complete the ones that never
+        leave it and return the others with the step where they left it."""
+        forks = []
+        for index in range(request.rows):
+            generator = torch.Generator()
+            generator.manual_seed(_seed_int(request.seed, index))
+            row = _Row(request, index, generator, prefix=state.prefix, prompt_len=state.prompt_len)
+            for step, (values, top_index) in enumerate(state.steps):
+                token = self._draw(values, top_index, [generator])[0]
+                if self._advance(row.tokens, token, max_new_tokens):
+                    row.alive = False
+                    self._answer(feed, answers, row)
+                    break
+                if token != state.picks[step]:
+                    forks.append((row, step))
+                    break
+            else:  # greedy finished on this very path, so the sample must have too
+                raise RuntimeError("a sample followed the greedy path past its end")
+        return forks
+
+    def _forked_part(self, forks: list[tuple[_Row, int]], states: dict[int, _GreedyState]) -> _Part:
+        """Rows that left their greedy path at step t: prefix + prompt + t greedy tokens cached,
+        the drawn token pending."""
+        spans = []
+        for row, step in forks:
+            state = states[id(row.request)]
+            spans.append((state, len(state.prefix), state.prompt_len - len(state.prefix) + step))
+        width = max(p + c for _, p, c in spans)
+        mask = torch.zeros((len(forks), width), dtype=torch.long, device=self.device)
+        layers = []
+        like = spans[0][0].columns
+        for layer_idx, (keys_like, values_like) in enumerate(like):
+            keys = keys_like.new_zeros((len(forks), keys_like.shape[0], width, keys_like.shape[2]))
+            values = values_like.new_zeros((len(forks), values_like.shape[0], width, values_like.shape[2]))
+            for row_idx, (state, p, c) in enumerate(spans):
+                if p:
+                    prefix_keys, prefix_values = self._prefix(state.prefix)[layer_idx]
+                    keys[row_idx, :, width - p - c:width - c] = prefix_keys[0]
+                    values[row_idx, :, width - p - c:width - c] = prefix_values[0]
+                state_keys, state_values = state.columns[layer_idx]
+                keys[row_idx, :, width - c:] = state_keys[:, :c]
+                values[row_idx, :, width - c:] = state_values[:, :c]
+            layers.append((keys, values))
+        for row_idx, (_, p, c) in enumerate(spans):
+            mask[row_idx, width - p - c:] = 1
+        positions = torch.tensor([states[id(row.request)].prompt_len + step for row, step in forks],
+                                 device=self.device)
+        return _Part([row for row, _ in forks], new_cache(self.model, layers), mask, positions)
+
+    def _combine(self, parts: list[tuple[_Part, list[int]]]) -> _Part:
+        """One batch of the given rows of each part (live rows of the batch, then joining rows)."""
+        rows = [part.rows[k] for part, keep in parts for k in keep]
+        positions = torch.cat([part.positions[keep] for part, keep in parts])
+        if self.row_editing:
+            cache, mask = rebuild_rows([(part.cache, part.mask, keep) for part, keep in parts])
+            return _Part(rows, cache, mask, positions)
+        (part, keep), = parts  # without row editing a batch only ever shrinks
+        part.cache.batch_select_indices(torch.tensor(keep, device=self.device))
+        return _Part(rows, part.cache, part.mask[keep], positions)
+
+    def _admit(self, requests: list[Request], feed, answers: dict, settings: tuple) -> list[_Part]:
+        """Start ``requests``: samples of a kept greedy state continue from it; the rest are
+        prefilled (grouped by prompt length to limit padding) and get their first token.
+        Returns the new rows as batches with pending tokens."""
+        for followup_id, state in list(self._states.items()):
+            if not feed.wanted(state.followup):
+                del self._states[followup_id]
+        if not requests:
+            return []
+        for request in requests:
+            answers[id(request)] = [None] * request.rows
+        parts, forks, reused, fresh = [], [], {}, []
+        for request in requests:
+            state = self._states.pop(id(request), None) if request.samples else None
+            if state is None:
+                fresh.append(request)
+                continue
+            reused[id(request)] = state
+            forks += self._walk(request, state, feed, answers, settings[0])
+        if forks:
+            parts.append(self._forked_part(forks, reused))
+        if not fresh:
+            return parts
+        ids = [self._encode(r.prompt) for r in fresh]
+        prefixes = [self._prefix_ids(r, i) for r, i in zip(fresh, ids)]
+        groups = [list(range(len(fresh)))]
+        if self.row_editing:
+            groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
+        for group in groups:
+            rows, cache, mask, positions, logits = self._prefill([fresh[g] for g in group],
+                                                                 [ids[g] for g in group], [prefixes[g] for g in group])
+            part = _Part(rows, cache, mask, positions)
+            self._step_tokens(feed, part, logits, answers, *settings)
+            parts.append(part)
+        return parts
+
+    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
+        """Run the prompts of ``requests`` (after their cached prefixes) through the model.
+
+        Layout per row: ``[padding | its prefix | padding | its suffix]``, so rows with different
+        few-shot prefixes share one forward pass. Returns the rows (n per sampled request), their
+        cache, mask, next positions and next-token logits.
+        """
+        prefix_width = max(len(p) for p in prefixes)
+        suffix_width = max(len(i) - len(p) for i, p in zip(ids, prefixes))
+        b = len(requests)
+        input_ids = torch.full((b, suffix_width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, prefix_width + suffix_width), dtype=torch.long)
+        positions = torch.zeros((b, suffix_width), dtype=torch.long)
+        for row, (full, prefix) in enumerate(zip(ids, prefixes)):
+            suffix = full[len(prefix):]
+            input_ids[row, suffix_width - len(suffix):] = torch.tensor(suffix)
+            mask[row, prefix_width - len(prefix):prefix_width] = 1
+            mask[row, prefix_width + suffix_width - len(suffix):] = 1
+            positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
+        cache = self._prefix_cache(prefixes, prefix_width)
+        logits = self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
+        next_positions = torch.tensor([len(i) for i in ids], device=self.device)
+        rows, expand = [], []
+        for r, request in enumerate(requests):
+            for index in range(request.rows):
+                generator = None
+                if request.samples:
+                    generator = torch.Generator()
+                    generator.manual_seed(_seed_int(request.seed, index))
+                steps = [] if (request.followup is not None and self._keep_states and self.row_editing) else None
+                rows.append(_Row(request, index, generator, prefix=prefixes[r], prompt_len=len(ids[r]), steps=steps))
+                expand.append(r)
+        mask = mask.to(self.device)
+        if len(expand) > b:  # the n samples of a request share its prefill
+            index = torch.tensor(expand, device=self.device)
+            if self.row_editing:
+                cache, mask = rebuild_rows([(cache, mask, expand)])
+            else:
+                cache.batch_select_indices(index)
+                mask = mask[index]
+            next_positions, logits = next_positions[index], logits[index]
+        return rows, cache, mask, next_positions, logits
+
+    def _prefix_cache(self, prefixes: list[tuple[int, ...]], width: int):
+        """A cache holding each row's prefix KV, left-padded to ``width`` columns."""
+        if width == 0 or not self.row_editing:
+            return new_cache(self.model) if self.row_editing else self._plain_cache()
+        blocks = {p: self._prefix(p) for p in set(prefixes) if p}
+        layers = []
+        for layer_idx in range(len(next(iter(blocks.values())))):
+            keys_like, values_like = next(iter(blocks.values()))[layer_idx]
+            shape = (len(prefixes), keys_like.shape[1], width, keys_like.shape[3])
+            keys, values = keys_like.new_zeros(shape), values_like.new_zeros(shape[:3] + (values_like.shape[3],))
+            for row, prefix in enumerate(prefixes):
+                if prefix:
+                    block_keys, block_values = blocks[prefix][layer_idx]
+                    keys[row, :, width - len(prefix):] = block_keys[0]
+                    values[row, :, width - len(prefix):] = block_values[0]
+            layers.append((keys, values))
+        return new_cache(self.model, layers)
+
+    def _plain_cache(self):
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=getattr(self.model, "config", None))
+        except TypeError:
+            return DynamicCache()
+
+    def _prefix_ids(self, request: Request, ids: list[int]) -> tuple[int, ...]:
+        """The leading tokens of ``ids`` that ``request.prefix`` covers (always leaving one)."""
+        if not (self.prefix_reuse and self.row_editing and request.prefix):
+            return ()
+        prefix = self._encode(request.prefix, prompt=False)
+        return tuple(ids[:_common_prefix_len(ids, prefix, len(ids) - 1)])
+
+    def _encode(self, text: str, prompt: bool = True) -> list[int]:
+        key = ("P" if prompt else "X") + text
+        if key not in self._encoded:
+            if len(self._encoded) > 4096:
+                self._encoded.clear()
+            self._encoded[key] = encode_prompts(self.tokenizer, [text])[0]
+        return self._encoded[key]
+
+    @staticmethod
+    def _shared_text(prompts: list[str]) -> str | None:
+        shared = os.path.commonprefix(prompts) if len(prompts) > 1 else ""
+        return shared or None
 
     def _forward(self, input_ids, attention_mask, position_ids, cache):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                          cache=cache, use_cache=True, logits_to_keep=1)
-        self.tokens_processed += int(attention_mask.shape[0] * input_ids.shape[1])
+        self.tokens_processed += int(input_ids.shape[0] * input_ids.shape[1])
+        self.forward_passes += 1
         return out.logits[:, -1, :].float()
-
-    def _new_cache(self):
-        from transformers import DynamicCache
-
-        config = getattr(self.model, "config", None)
-        try:
-            return DynamicCache(config=config)
-        except TypeError:
-            return DynamicCache()
 
     def _prefix(self, prefix_ids: tuple[int, ...]):
         if self._prefixes is None:
@@ -253,87 +586,42 @@ class HFBackend:
         return self._prefixes[prefix_ids]
 
     def _prefill_prefix(self, prefix_ids: tuple[int, ...]):
-        """KV tensors (per layer) of the shared prefix, computed once for a whole call."""
-        cache = self._new_cache()
+        """KV tensors (per layer) of one shared prefix."""
+        cache = new_cache(self.model)
         input_ids = torch.tensor([list(prefix_ids)], device=self.device)
         mask = torch.ones_like(input_ids)
         positions = torch.arange(len(prefix_ids), device=self.device).unsqueeze(0)
         self._forward(input_ids, mask, positions, cache)
-        return [(layer.keys, layer.values) for layer in cache.layers]
-
-    def _run_batch(self, suffixes: list[list[int]], prefix, prefix_len: int, n: int,
-                   max_new_tokens: int, sampling: dict | None, seeds: list[int] | None) -> list[str]:
-        b, width = len(suffixes), max(len(s) for s in suffixes)
-        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        suffix_mask = torch.zeros((b, width), dtype=torch.long)
-        for row, suffix in enumerate(suffixes):  # left padding: answers start at the same column
-            input_ids[row, width - len(suffix):] = torch.tensor(suffix)
-            suffix_mask[row, width - len(suffix):] = 1
-        # Layout [shared prefix | padding | own suffix]; positions continue after the prefix.
-        attention = torch.cat([torch.ones((b, prefix_len), dtype=torch.long), suffix_mask], dim=1)
-        positions = prefix_len + (suffix_mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = self._new_cache()
-        if prefix is not None:
-            for layer_idx, (keys, values) in enumerate(prefix):
-                cache.update(keys.expand(b, -1, -1, -1), values.expand(b, -1, -1, -1), layer_idx)
-        logits = self._forward(input_ids.to(self.device), attention.to(self.device),
-                               positions.to(self.device), cache)
-        last_pos = positions[:, -1]
-        if n > 1:  # n samples of one request share its prefill
-            logits = logits.repeat_interleave(n, dim=0)
-            attention = attention.repeat_interleave(n, dim=0)
-            last_pos = last_pos.repeat_interleave(n, dim=0)
-            cache.batch_repeat_interleave(n)
-        rows = b * n
-        generators = None
-        if sampling:
-            generators = []
-            for seed in seeds:
-                g = torch.Generator()
-                g.manual_seed(seed)
-                generators.append(g)
-        tokens: list[list[int]] = [[] for _ in range(rows)]
-        alive = list(range(rows))  # original row index of each live batch row
-        for step in range(max_new_tokens):
-            chosen = self._pick(logits, sampling, [generators[r] for r in alive] if generators else None)
-            keep = []
-            for k, r in enumerate(alive):
-                tok = chosen[k]
-                if tok in self.eos_ids:
-                    continue
-                tokens[r].append(tok)
-                if self.stop_at_newline and self._newline[tok] and span_complete(
-                        self.tokenizer.decode(tokens[r], skip_special_tokens=True)):
-                    continue
-                keep.append(k)
-            if not keep or step == max_new_tokens - 1:
-                break
-            if len(keep) < len(alive):
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                attention, last_pos = attention[keep], last_pos[keep]
-                alive = [alive[k] for k in keep]
-            next_ids = torch.tensor([[tokens[r][-1]] for r in alive], device=self.device)
-            attention = torch.cat([attention, torch.ones((len(alive), 1), dtype=torch.long)], dim=1)
-            last_pos = last_pos + 1
-            logits = self._forward(next_ids, attention.to(self.device),
-                                   last_pos.unsqueeze(1).to(self.device), cache)
-        return [self.tokenizer.decode(t, skip_special_tokens=True) for t in tokens]
+        return [(keys.clone(), values.clone()) for keys, values in layer_tensors(cache)]
 
     @staticmethod
-    def _pick(logits: torch.Tensor, sampling: dict | None, generators) -> list[int]:
-        if sampling is None:
-            return logits.argmax(dim=-1).tolist()
-        scaled = logits / sampling["temperature"]
-        k = sampling["top_k"]
-        if k and k < scaled.shape[-1]:
-            values, index = scaled.topk(k, dim=-1)  # sorted, deterministic
+    def _pick(logits: torch.Tensor, rows: list[_Row], temperature: float, top_k: int) -> list[int]:
+        chosen = logits.argmax(dim=-1).tolist()
+        spread = [k for k, row in enumerate(rows) if row.generator is not None or row.steps is not None]
+        if not spread:
+            return chosen
+        scaled = logits[spread] / temperature
+        if top_k and top_k < scaled.shape[-1]:
+            values, index = scaled.topk(top_k, dim=-1)  # sorted, deterministic
         else:
             values, index = scaled, None
-        cdf = torch.softmax(values, dim=-1).cumsum(dim=-1)
-        # One uniform per row from that row's own generator: inverse-CDF sampling.
+        sampled = [i for i, k in enumerate(spread) if rows[k].generator is not None]
+        if sampled:
+            draws = HFBackend._draw(values[sampled], None if index is None else index[sampled],
+                                    [rows[spread[i]].generator for i in sampled])
+            for i, token in zip(sampled, draws):
+                chosen[spread[i]] = token
+        for i, k in enumerate(spread):
+            if rows[k].steps is not None:  # a greedy row whose samples may retrace its path
+                rows[k].steps.append((values[i:i + 1].clone(), None if index is None else index[i:i + 1].clone()))
+        return chosen
+
+    @staticmethod
+    def _draw(values: torch.Tensor, index: torch.Tensor | None, generators: list[torch.Generator]) -> list[int]:
+        """Inverse-CDF sampling: one uniform per row from that row's own generator."""
+        cdf = torch.softmax(values, dim=-1).cumsum(dim=-1).cpu()
         u = torch.tensor([[torch.rand(1, generator=g).item()] for g in generators], dtype=cdf.dtype)
-        choice = torch.searchsorted(cdf.cpu(), u * cdf[:, -1:].cpu()).clamp(max=values.shape[-1] - 1)
+        choice = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=values.shape[-1] - 1)
         if index is not None:
             choice = index.cpu().gather(1, choice)
         return choice.squeeze(1).tolist()

@@ -1,0 +1,165 @@
+"""A row-editable KV cache for continuous batching on a transformers model.
+
+Rows (sequences) join and leave the running batch between decode steps. Every row is laid out
+left-padded in one shared column space: ``[padding | its tokens]``, with an attention mask
+marking real columns. A rebuild keeps the live rows, appends joining rows (padded on the left
+to the batch width) and trims columns that became padding for every row.
+
+Why not ``DynamicCache`` as is: it concatenates the whole cache at every decode step, and on
+CPU those fresh multi-megabyte allocations cost more than the attention itself. ``GrowingLayer``
+writes new columns in place into spare capacity instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+
+class GrowingLayer(DynamicLayer):
+    """A dynamic cache layer with spare column capacity, appended in place."""
+
+    _SPARE = 48  # columns allocated ahead: about the decode steps of one answer
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device = key_states.device
+        self.buffer_keys: torch.Tensor | None = None
+        self.buffer_values: torch.Tensor | None = None
+        self.length = 0
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        needed = self.length + key_states.shape[-2]
+        if self.buffer_keys is None or needed > self.buffer_keys.shape[-2]:
+            self._reserve(key_states, needed + self._SPARE)
+        self.buffer_keys[:, :, self.length:needed] = key_states
+        self.buffer_values[:, :, self.length:needed] = value_states
+        self.length = needed
+        self._expose()
+        return self.keys, self.values
+
+    def set(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace the whole content (rows × heads × columns × dim), keeping spare capacity."""
+        if not self.is_initialized:
+            self.lazy_initialization(keys, values)
+        self.buffer_keys = self.buffer_values = None
+        self.length = 0
+        self.update(keys, values)
+
+    def adopt(self, buffer_keys: torch.Tensor, buffer_values: torch.Tensor, length: int) -> None:
+        """Take over buffers whose first ``length`` columns hold the content."""
+        self.is_initialized = True
+        self.device = buffer_keys.device
+        self.buffer_keys, self.buffer_values, self.length = buffer_keys, buffer_values, length
+        self._expose()
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self.set(self.keys[indices], self.values[indices])
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.get_seq_length() > 0:
+            self.set(self.keys.repeat_interleave(repeats, dim=0), self.values.repeat_interleave(repeats, dim=0))
+
+    def _reserve(self, like: torch.Tensor, capacity: int) -> None:
+        rows, heads, _, dim = like.shape
+        keys = like.new_empty((rows, heads, capacity, dim))
+        values = like.new_empty((rows, heads, capacity, dim))
+        if self.length:
+            keys[:, :, :self.length] = self.buffer_keys[:, :, :self.length]
+            values[:, :, :self.length] = self.buffer_values[:, :, :self.length]
+        self.buffer_keys, self.buffer_values = keys, values
+
+    def _expose(self) -> None:
+        self.keys = self.buffer_keys[:, :, :self.length]
+        self.values = self.buffer_values[:, :, :self.length]
+
+
+def supports_row_editing(model) -> bool:
+    """True when every cache layer of ``model`` is a plain full-attention dynamic layer.
+
+    Sliding-window and recurrent layers keep state that cannot be padded or re-sliced by
+    column, so such models use one batch per call instead of continuous batching.
+    """
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - configs without a text config etc.
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def new_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+    """A cache of GrowingLayers for ``model``, optionally filled with per-layer (keys, values)."""
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer() for _ in cache.layers]
+    if layers is not None:
+        for layer, (keys, values) in zip(cache.layers, layers):
+            layer.set(keys, values)
+    return cache
+
+
+def layer_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The (keys, values) of every layer."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def _runs(rows: list[int]) -> list[tuple[int, int, int]]:
+    """(source start, destination start, length) of each run of consecutive source rows."""
+    runs: list[tuple[int, int, int]] = []
+    for destination, source in enumerate(rows):
+        if runs and runs[-1][0] + runs[-1][2] == source and runs[-1][1] + runs[-1][2] == destination:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((source, destination, 1))
+    return runs
+
+
+def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]]) -> tuple[DynamicCache, torch.Tensor]:
+    """One batch of the rows ``keep`` of each (cache, mask, keep) part, in order.
+
+    One copy into fresh buffers (with spare columns): rows are copied run by run, columns no
+    kept row uses are dropped, and narrower parts are zero-padded on the left (zeros, not
+    garbage: a masked column still enters the attention product with weight 0). The first
+    part's cache object is reused for the result.
+    """
+    trimmed = []
+    for cache, mask, keep in parts:
+        kept = mask[keep]
+        used = kept.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else kept.shape[1]
+        trimmed.append((cache, kept[:, start:], keep, start))
+    width = max(m.shape[1] for _, m, _, _ in trimmed)
+    total = sum(len(keep) for _, _, keep, _ in trimmed)
+    target = parts[0][0]
+    for layer_idx, layer in enumerate(target.layers):
+        new = []
+        for which in ("keys", "values"):
+            like = getattr(layer, which)
+            buffer = like.new_zeros((total, like.shape[1], width + GrowingLayer._SPARE, like.shape[3]))
+            row = 0
+            for cache, kept_mask, keep, start in trimmed:
+                source = getattr(cache.layers[layer_idx], which)
+                part_width = kept_mask.shape[1]
+                for src, dst, count in _runs(keep):
+                    buffer[row + dst:row + dst + count, :, width - part_width:width] = \
+                        source[src:src + count, :, start:start + part_width]
+                row += len(keep)
+            new.append(buffer)
+        layer.adopt(new[0], new[1], width)
+    return target, torch.cat([pad_left(m, width, 1) for _, m, _, _ in trimmed])
+
+
+def pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``tensor`` zero-padded on the left of ``dim`` to ``width``."""
+    missing = width - tensor.shape[dim]
+    if missing <= 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

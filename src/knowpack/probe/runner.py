@@ -238,7 +238,8 @@ class _ChunkFeed:
         return flags
 
     def _status(self, index: int, kind: str, j: int) -> str:
-        """``needed``, ``speculative``, ``unneeded`` or ``blocked`` (samples before greedy ends)."""
+        """``needed``, ``speculative``, ``unneeded`` or ``blocked`` (samples of a prompt whose
+        greedy answer is still pending)."""
         if not self.config.early_exit:
             return "needed"
         greedy = self._flags(index, "greedy")
@@ -248,32 +249,33 @@ class _ChunkFeed:
             return "needed" if len(greedy) >= j else "speculative"
         if any(greedy):
             return "unneeded"
-        if not needs_samples(greedy, self.config.prompts):
-            return "blocked"
         sampled = self._flags(index, "sample")
         if any(sampled[:j]):
             return "unneeded"
-        return "needed" if len(sampled) >= j else "speculative"
+        if needs_samples(greedy, self.config.prompts) and len(sampled) >= j:
+            return "needed"
+        # Once greedy prompt j is under way its samples may start, retracing its path, while the
+        # fact's other greedy prompts still run.
+        return "speculative" if ("greedy", j) in self.taken[index] else "blocked"
 
     # -- the RequestFeed protocol ------------------------------------------------------------
     def take(self, rows: int, speculative: bool) -> list:
-        ready: list = []
-        wanted = ("needed", "speculative") if speculative else ("needed",)
-        for status in wanted:
+        taken, used = [], 0
+        passes = [("needed", ("greedy", "sample"))]
+        if speculative:  # greedy requests first: samples of a prompt start from its greedy answer
+            passes += [("speculative", ("greedy",)), ("speculative", ("sample",))]
+        for status, kinds in passes:
             for j in range(self.config.prompts):  # breadth first: every fact's prompt j, then j + 1
                 for index, mine in enumerate(self.requests):
-                    for key in (("greedy", j), ("sample", j)):
-                        if key in mine and key not in self.taken[index] and self._status(index, *key) == status:
-                            ready.append(mine[key])
-                            self.taken[index].add(key)
-        taken, used = [], 0
-        for request in ready:
-            if taken and used + request.rows > rows:
-                index, kind, j = request.tag
-                self.taken[index].discard((kind, j))  # not taken after all
-                continue
-            taken.append(request)
-            used += request.rows
+                    for kind in kinds:
+                        key = (kind, j)
+                        if key not in mine or key in self.taken[index] or self._status(index, *key) != status:
+                            continue
+                        if taken and used + mine[key].rows > rows:
+                            return taken
+                        taken.append(mine[key])
+                        used += mine[key].rows
+                        self.taken[index].add(key)
         return taken
 
     def finish(self, request, texts: list[str]) -> None:

@@ -28,7 +28,8 @@ from knowpack.errors import KnowpackError
 from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
 from knowpack.probe.backends.base import ListFeed, Request, register_backend
-from knowpack.probe.backends.kv import layer_tensors, new_cache, rebuild_rows, supports_row_editing
+from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, new_cache, rebuild_rows,
+                                        supports_row_editing)
 from knowpack.probe.matching import answer_span
 
 _NEWLINE_TABLES: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
@@ -169,6 +170,8 @@ class _GreedyState:
     went through the model; ``steps``/``picks``: the sampling distribution at each greedy step
     and the token greedy chose. A sample that draws the greedy token at a step is still on the
     greedy path and costs nothing; where it leaves the path it continues from these columns.
+    ``finished``: False for a snapshot of a greedy answer still decoding (a sample still on its
+    path at the last step continues from there).
     """
 
     followup: Request
@@ -177,6 +180,7 @@ class _GreedyState:
     columns: list[tuple[torch.Tensor, torch.Tensor]]
     steps: list[tuple[torch.Tensor, torch.Tensor | None]]
     picks: list[int]
+    finished: bool = True
 
 
 @dataclass
@@ -231,6 +235,7 @@ class HFBackend:
 
     _MAX_CACHED_PREFIXES = 32
     _PASS_OVERHEAD_TOKENS = 24  # a forward pass costs about as much as this many prompt tokens (CPU)
+    _RETRACE_AFTER_STEPS = 8  # samples wait for a greedy answer shorter than this to finish
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
                  stop_at_newline: bool = True, max_rows: int | None = None,
@@ -258,6 +263,7 @@ class HFBackend:
         self.forward_passes = 0
         self._keep_states = False
         self._states: dict[int, _GreedyState] = {}
+        self._deferred: list[Request] = []
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """Render chat messages with the model's chat template, generation prompt appended."""
@@ -316,14 +322,16 @@ class HFBackend:
         # Greedy states are kept only when a full sampling distribution is small (top-k).
         self._keep_states = bool(top_k) and top_k <= 1024
         self._states = {}
+        self._deferred = []
         while True:
             live = [k for k, row in enumerate(batch.rows) if row.alive] if batch else []
             joining: list[_Part] = []
             taken = False
             if not live or (self.row_editing and len(live) <= self.max_rows // 2):
                 requests = feed.take(self.max_rows - len(live), True)
-                taken = bool(requests)
-                joining = [part for part in self._admit(requests, feed, answers, settings) if part.live()]
+                taken = bool(requests) or bool(self._deferred)
+                joining = [part for part in self._admit(requests, feed, answers, settings, batch if live else None)
+                           if part.live()]
             dead = len(batch.rows) - len(live) if batch else 0
             if joining or (live and dead and (8 * dead >= len(batch.rows) or not self.row_editing)):
                 batch = self._combine(([(batch, live)] if live else []) + [(p, p.live()) for p in joining])
@@ -375,12 +383,17 @@ class HFBackend:
             feed.finish(row.request, slots)
 
     def _keep_state(self, part: _Part, k: int) -> None:
+        self._states[id(part.rows[k].request.followup)] = self._snapshot(part, k)
+
+    @staticmethod
+    def _snapshot(part: _Part, k: int) -> _GreedyState:
+        """Row ``k``'s KV after its prefix (the tokens it has run through the model) and its path."""
         row = part.rows[k]
         columns = part.mask[k].nonzero().squeeze(1)[len(row.prefix):]
         kept = [(keys[k][:, columns].clone(), values[k][:, columns].clone())
                 for keys, values in layer_tensors(part.cache)]
-        self._states[id(row.request.followup)] = _GreedyState(
-            row.request.followup, row.prefix, row.prompt_len, kept, row.steps, row.picks)
+        return _GreedyState(row.request.followup, row.prefix, row.prompt_len, kept, list(row.steps),
+                            list(row.picks), finished=not row.alive)
 
     def _walk(self, request: Request, state: _GreedyState, feed, answers: dict,
               max_new_tokens: int) -> list[tuple[_Row, int]]:
@@ -400,8 +413,10 @@ class HFBackend:
                 if token != state.picks[step]:
                     forks.append((row, step))
                     break
-            else:  # greedy finished on this very path, so the sample must have too
-                raise RuntimeError("a sample followed the greedy path past its end")
+            else:
+                if state.finished:  # greedy finished on this very path, so the sample must have too
+                    raise RuntimeError("a sample followed a finished greedy path past its end")
+                forks.append((row, len(state.steps) - 1))  # still on the path where greedy is now
         return forks
 
     def _forked_part(self, forks: list[tuple[_Row, int]], states: dict[int, _GreedyState]) -> _Part:
@@ -412,26 +427,25 @@ class HFBackend:
             state = states[id(row.request)]
             spans.append((state, len(state.prefix), state.prompt_len - len(state.prefix) + step))
         width = max(p + c for _, p, c in spans)
+        shortest = min(p + c for _, p, c in spans)
         mask = torch.zeros((len(forks), width), dtype=torch.long, device=self.device)
         layers = []
-        like = spans[0][0].columns
-        for layer_idx, (keys_like, values_like) in enumerate(like):
-            keys = keys_like.new_zeros((len(forks), keys_like.shape[0], width, keys_like.shape[2]))
-            values = values_like.new_zeros((len(forks), values_like.shape[0], width, values_like.shape[2]))
-            for row_idx, (state, p, c) in enumerate(spans):
-                if p:
-                    prefix_keys, prefix_values = self._prefix(state.prefix)[layer_idx]
-                    keys[row_idx, :, width - p - c:width - c] = prefix_keys[0]
-                    values[row_idx, :, width - p - c:width - c] = prefix_values[0]
-                state_keys, state_values = state.columns[layer_idx]
-                keys[row_idx, :, width - c:] = state_keys[:, :c]
-                values[row_idx, :, width - c:] = state_values[:, :c]
-            layers.append((keys, values))
+        for layer_idx, like in enumerate(spans[0][0].columns):
+            pair = []
+            for which, like_tensor in enumerate(like):
+                buffer = empty_rows(like_tensor, len(forks), width)
+                buffer[:, :, :width - shortest].zero_()
+                for row_idx, (state, p, c) in enumerate(spans):
+                    if p:
+                        buffer[row_idx, :, width - p - c:width - c] = self._prefix(state.prefix)[layer_idx][which][0]
+                    buffer[row_idx, :, width - c:width] = state.columns[layer_idx][which][:, :c]
+                pair.append(buffer)
+            layers.append(tuple(pair))
         for row_idx, (_, p, c) in enumerate(spans):
             mask[row_idx, width - p - c:] = 1
         positions = torch.tensor([states[id(row.request)].prompt_len + step for row, step in forks],
                                  device=self.device)
-        return _Part([row for row, _ in forks], new_cache(self.model, layers), mask, positions)
+        return _Part([row for row, _ in forks], adopt_cache(self.model, layers, width), mask, positions)
 
     def _combine(self, parts: list[tuple[_Part, list[int]]]) -> _Part:
         """One batch of the given rows of each part (live rows of the batch, then joining rows)."""
@@ -444,40 +458,65 @@ class HFBackend:
         part.cache.batch_select_indices(torch.tensor(keep, device=self.device))
         return _Part(rows, part.cache, part.mask[keep], positions)
 
-    def _admit(self, requests: list[Request], feed, answers: dict, settings: tuple) -> list[_Part]:
-        """Start ``requests``: samples of a kept greedy state continue from it; the rest are
-        prefilled (grouped by prompt length to limit padding) and get their first token.
-        Returns the new rows as batches with pending tokens."""
+    def _admit(self, requests: list[Request], feed, answers: dict, settings: tuple,
+               batch: _Part | None) -> list[_Part]:
+        """Start ``requests`` (and deferred ones); returns the new rows as batches with pending tokens.
+
+        Samples whose greedy answer finished continue from its kept state; samples whose greedy
+        answer is still decoding retrace it as far as it got, once it has run a few steps (until
+        then they wait, since most short answers finish first); everything else is prefilled,
+        grouped by prompt length to limit padding.
+        """
         for followup_id, state in list(self._states.items()):
             if not feed.wanted(state.followup):
                 del self._states[followup_id]
-        if not requests:
-            return []
         for request in requests:
             answers[id(request)] = [None] * request.rows
-        parts, forks, reused, fresh = [], [], {}, []
-        for request in requests:
-            state = self._states.pop(id(request), None) if request.samples else None
-            if state is None:
+        pending = [r for r in self._deferred if feed.wanted(r)] + list(requests)
+        for request in self._deferred:
+            if id(request) not in {id(r) for r in pending}:
+                answers.pop(id(request), None)
+        self._deferred = []
+        greedy_now = {id(r.followup) for r in pending if not r.samples and r.followup is not None}
+        running = {}
+        if batch is not None:
+            running = {id(row.request.followup): k for k, row in enumerate(batch.rows)
+                       if row.alive and row.steps is not None and row.request.followup is not None}
+        fresh, reuse = [], []
+        for request in pending:
+            if not request.samples:
                 fresh.append(request)
-                continue
-            reused[id(request)] = state
+            elif id(request) in self._states:
+                reuse.append((request, self._states.pop(id(request))))
+            elif id(request) in running:
+                k = running[id(request)]
+                if len(batch.rows[k].picks) >= self._RETRACE_AFTER_STEPS:
+                    reuse.append((request, self._snapshot(batch, k)))
+                else:
+                    self._deferred.append(request)
+            elif id(request) in greedy_now and self._keep_states and self.row_editing:
+                self._deferred.append(request)
+            else:
+                fresh.append(request)
+        parts = []
+        if fresh:
+            ids = [self._encode(r.prompt) for r in fresh]
+            prefixes = [self._prefix_ids(r, i) for r, i in zip(fresh, ids)]
+            groups = [list(range(len(fresh)))]
+            if self.row_editing:
+                groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
+            for group in groups:
+                rows, cache, mask, positions, logits = self._prefill(
+                    [fresh[g] for g in group], [ids[g] for g in group], [prefixes[g] for g in group])
+                part = _Part(rows, cache, mask, positions)
+                self._step_tokens(feed, part, logits, answers, *settings)
+                parts.append(part)
+        forks, states = [], {}
+        for request, state in reuse:
+            states[id(request)] = state
             forks += self._walk(request, state, feed, answers, settings[0])
         if forks:
-            parts.append(self._forked_part(forks, reused))
-        if not fresh:
-            return parts
-        ids = [self._encode(r.prompt) for r in fresh]
-        prefixes = [self._prefix_ids(r, i) for r, i in zip(fresh, ids)]
-        groups = [list(range(len(fresh)))]
-        if self.row_editing:
-            groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
-        for group in groups:
-            rows, cache, mask, positions, logits = self._prefill([fresh[g] for g in group],
-                                                                 [ids[g] for g in group], [prefixes[g] for g in group])
-            part = _Part(rows, cache, mask, positions)
-            self._step_tokens(feed, part, logits, answers, *settings)
-            parts.append(part)
+            parts.append(self._forked_part(forks, states))
         return parts
 
     def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
@@ -528,18 +567,19 @@ class HFBackend:
         if width == 0 or not self.row_editing:
             return new_cache(self.model) if self.row_editing else self._plain_cache()
         blocks = {p: self._prefix(p) for p in set(prefixes) if p}
+        shortest = min(len(p) for p in prefixes)
         layers = []
-        for layer_idx in range(len(next(iter(blocks.values())))):
-            keys_like, values_like = next(iter(blocks.values()))[layer_idx]
-            shape = (len(prefixes), keys_like.shape[1], width, keys_like.shape[3])
-            keys, values = keys_like.new_zeros(shape), values_like.new_zeros(shape[:3] + (values_like.shape[3],))
-            for row, prefix in enumerate(prefixes):
-                if prefix:
-                    block_keys, block_values = blocks[prefix][layer_idx]
-                    keys[row, :, width - len(prefix):] = block_keys[0]
-                    values[row, :, width - len(prefix):] = block_values[0]
-            layers.append((keys, values))
-        return new_cache(self.model, layers)
+        for layer_idx, like in enumerate(next(iter(blocks.values()))):
+            pair = []
+            for which, like_tensor in enumerate(like):
+                buffer = empty_rows(like_tensor, len(prefixes), width)
+                buffer[:, :, :width - shortest].zero_()
+                for row, prefix in enumerate(prefixes):
+                    if prefix:
+                        buffer[row, :, width - len(prefix):width] = blocks[prefix][layer_idx][which][0]
+                pair.append(buffer)
+            layers.append(tuple(pair))
+        return adopt_cache(self.model, layers, width)
 
     def _plain_cache(self):
         from transformers import DynamicCache

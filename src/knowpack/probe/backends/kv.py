@@ -104,6 +104,23 @@ def new_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = No
     return cache
 
 
+def empty_rows(like: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+    """An uninitialised (rows × heads × width+spare × dim) buffer shaped after ``like``'s heads and dim.
+
+    Callers fill every used column and zero the padding: zeroing whole buffers costs as much
+    memory traffic as the copies themselves.
+    """
+    return like.new_empty((rows, like.shape[-3], width + GrowingLayer._SPARE, like.shape[-1]))
+
+
+def adopt_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> DynamicCache:
+    """A cache over ready buffers (from ``empty_rows``) whose first ``width`` columns are filled."""
+    cache = new_cache(model)
+    for layer, (keys, values) in zip(cache.layers, layers):
+        layer.adopt(keys, values, width)
+    return cache
+
+
 def layer_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The (keys, values) of every layer."""
     return [(layer.keys, layer.values) for layer in cache.layers]
@@ -140,12 +157,12 @@ def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]]) -> t
     for layer_idx, layer in enumerate(target.layers):
         new = []
         for which in ("keys", "values"):
-            like = getattr(layer, which)
-            buffer = like.new_zeros((total, like.shape[1], width + GrowingLayer._SPARE, like.shape[3]))
+            buffer = empty_rows(getattr(layer, which), total, width)
             row = 0
             for cache, kept_mask, keep, start in trimmed:
                 source = getattr(cache.layers[layer_idx], which)
                 part_width = kept_mask.shape[1]
+                buffer[row:row + len(keep), :, :width - part_width].zero_()
                 for src, dst, count in _runs(keep):
                     buffer[row + dst:row + dst + count, :, width - part_width:width] = \
                         source[src:src + count, :, start:start + part_width]

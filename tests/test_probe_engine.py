@@ -8,7 +8,8 @@ import torch
 from knowpack.models import load_model
 from knowpack.probe.backends import get_backend
 from knowpack.probe.backends.base import ListFeed, Request, run_feed
-from knowpack.probe.backends.hf import length_groups, naive_generate
+from knowpack.probe.backends.hf import length_groups
+from knowpack.probe.backends.reference import naive_generate
 from knowpack.probe.backends.kv import new_cache, rebuild_rows
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.matching import answer_span

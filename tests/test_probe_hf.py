@@ -9,7 +9,8 @@ from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
 from knowpack.models import load_model
 from knowpack.probe.backends import get_backend
-from knowpack.probe.backends.hf import naive_generate, span_complete
+from knowpack.probe.backends.hf import span_complete
+from knowpack.probe.backends.reference import naive_generate
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.matching import answer_span, is_correct
 from knowpack.probe.prompts import build_shot_sets, fewshot_messages

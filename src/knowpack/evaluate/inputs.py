@@ -256,7 +256,7 @@ def _base_probe(ctx: EvalContext) -> dict[str, dict]:
 def _adapted_model(ctx: EvalContext):
     from knowpack.evaluate.runner import adapter_hash
     from knowpack.io import stable_hash
-    from knowpack.probe.backends.hf import attach_adapter
+    from knowpack.probe.backends.adapters import attach_adapter
 
     wrapped = attach_adapter(ctx.loaded.model, str(ctx.adapter_dir), model_hash=ctx.loaded.model_hash)
     # The adapted model gets its own identity, so the probe's resume logic never mistakes

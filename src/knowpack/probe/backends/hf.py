@@ -15,18 +15,16 @@ Only the last position goes through the LM head (``logits_to_keep=1``).
 
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from knowpack.errors import KnowpackError
 from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
+from knowpack.probe.backends.adapters import attach_adapter
 from knowpack.probe.backends.base import ListFeed, Request, register_backend
 from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, new_cache, rebuild_rows,
                                         supports_row_editing)
@@ -85,54 +83,6 @@ def span_complete(text: str) -> bool:
     """The answer span can no longer change: a non-empty answer line is followed by a newline."""
     head, sep, _ = text.rpartition("\n")
     return bool(sep) and bool(answer_span(head))
-
-
-def _check_adapter_manifest(adapter: Path, model_hash: str) -> None:
-    # knowpack's trainer stamps the base model hash into the adapter's manifest; when present it
-    # catches an adapter trained on a same-shaped but different model, which PEFT cannot see.
-    for folder in (adapter, adapter.parent):
-        manifest = folder / "manifest.json"
-        if not manifest.is_file():
-            continue
-        try:
-            data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return
-        expected = data.get("model_hash") or (data.get("inputs") or {}).get("model_hash")
-        if expected and expected != model_hash:
-            raise KnowpackError(
-                f"adapter {adapter} was trained on model {expected}, not on the loaded model {model_hash}",
-                hint="pass the --model the adapter was trained on")
-        return
-
-
-def attach_adapter(model, adapter: str | None, *, model_hash: str | None = None):
-    """Wrap ``model`` with the PEFT adapter in folder ``adapter`` (or return it unchanged).
-
-    Raises KnowpackError when the folder is not an adapter or does not fit the model (other
-    architecture, other shapes, missing target modules). Note: PEFT injects the adapter layers
-    into ``model`` in place.
-    """
-    if adapter is None:
-        return model
-    path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise KnowpackError(f"{path} is not a PEFT adapter folder (no adapter_config.json)",
-                            hint="pass a folder written by `knowpack train` or `save_pretrained`")
-    from peft import PeftModel
-
-    if isinstance(model, PeftModel):
-        raise KnowpackError("the model already carries an adapter; pass either the wrapped model or --adapter")
-    if model_hash:
-        _check_adapter_manifest(path, model_hash)
-    try:
-        wrapped = PeftModel.from_pretrained(model, str(path), is_trainable=False)
-    except Exception as exc:  # PEFT raises ValueError/RuntimeError/KeyError for misfits
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KnowpackError(f"adapter {path} does not fit this model: {first[:300]}",
-                            hint="use the base model the adapter was trained on") from None
-    wrapped.eval()
-    return wrapped
 
 
 def _seed_int(*parts: object) -> int:
@@ -224,9 +174,9 @@ class HFBackend:
     """Continuous batching on a transformers causal LM (optionally wrapped by PEFT).
 
     ``loaded``: a LoadedModel; its ``model`` may already be a ``PeftModel`` (the trainer probes
-    its in-memory adapter). ``batch_size``: greedy prompts per batch. ``max_rows``: sequences
-    decoded together (default 4 × batch_size; the n samples of a request are n rows sharing one
-    prefill). ``stop_at_newline``: stop once the answer line is complete (off = run to EOS /
+    its in-memory adapter). ``max_rows``: sequences decoded together (default 4 × ``batch_size``;
+    the n samples of a request are n rows).
+    ``stop_at_newline``: stop once the answer line is complete (off = run to EOS /
     ``max_new_tokens``). ``prefix_reuse``: prefill each request's shared few-shot prefix once.
     ``cache_prefixes``: keep those prefix caches across calls — only valid while the weights do
     not change (the probe runner turns it on for one run); off by default so a backend held by a
@@ -238,13 +188,12 @@ class HFBackend:
     _RETRACE_AFTER_STEPS = 8  # samples wait for a greedy answer shorter than this to finish
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
-                 stop_at_newline: bool = True, max_rows: int | None = None,
-                 sample_batch_size: int | None = None, prefix_reuse: bool = True,
+                 stop_at_newline: bool = True, max_rows: int | None = None, prefix_reuse: bool = True,
                  cache_prefixes: bool = False):
         self.tokenizer = loaded.tokenizer
         self.model = attach_adapter(loaded.model, adapter, model_hash=getattr(loaded, "model_hash", None))
         self.batch_size = max(1, int(batch_size))
-        self.max_rows = max(self.batch_size, int(max_rows or sample_batch_size or 4 * self.batch_size))
+        self.max_rows = max(self.batch_size, int(max_rows or 4 * self.batch_size))
         self.stop_at_newline = stop_at_newline
         self.prefix_reuse = prefix_reuse
         self.row_editing = supports_row_editing(self.model)
@@ -449,6 +398,8 @@ class HFBackend:
 
     def _combine(self, parts: list[tuple[_Part, list[int]]]) -> _Part:
         """One batch of the given rows of each part (live rows of the batch, then joining rows)."""
+        if len(parts) == 1 and len(parts[0][1]) == len(parts[0][0].rows):
+            return parts[0][0]  # already one batch of exactly these rows: nothing to copy
         rows = [part.rows[k] for part, keep in parts for k in keep]
         positions = torch.cat([part.positions[keep] for part, keep in parts])
         if self.row_editing:
@@ -665,30 +616,3 @@ class HFBackend:
         if index is not None:
             choice = index.cpu().gather(1, choice)
         return choice.squeeze(1).tolist()
-
-
-def naive_generate(loaded, prompts: list[str], *, max_new_tokens: int = 32, samples: int = 0,
-                   temperature: float = 0.5, top_k: int = 40) -> list[dict[str, Any]]:
-    """Reference implementation: one ``model.generate`` call per prompt, EOS stop only.
-
-    Used by tests and the benchmark as ground truth for the fast path; returns per prompt
-    ``{"greedy": text, "samples": [texts]}`` (no batching, no early exit, no prefix reuse).
-    """
-    model, tokenizer = loaded.model, loaded.tokenizer
-    out = []
-    with torch.inference_mode():
-        for ids in encode_prompts(tokenizer, prompts):
-            input_ids = torch.tensor([ids], device=next(model.parameters()).device)
-            mask = torch.ones_like(input_ids)
-            g = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
-                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               temperature=None, top_p=None, top_k=None)
-            row: dict[str, Any] = {"greedy": tokenizer.decode(g[0, len(ids):], skip_special_tokens=True)}
-            if samples:
-                s = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True,
-                                   temperature=temperature, top_k=top_k, top_p=None,
-                                   num_return_sequences=samples, max_new_tokens=max_new_tokens,
-                                   pad_token_id=tokenizer.pad_token_id)
-                row["samples"] = [tokenizer.decode(x[len(ids):], skip_special_tokens=True) for x in s]
-            out.append(row)
-    return out

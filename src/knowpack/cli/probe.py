@@ -25,7 +25,8 @@ def command(
     match: str = typer.Option("word", "--match", help="word | substring (paper) | exact."),
     seed: int = typer.Option(0, "--seed"),
     full: bool = typer.Option(False, "--full", help="No early exit: every greedy answer and sample."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Sequences per forward pass."),
+    batch_size: int = typer.Option(32, "--batch-size",
+                                   help="Facts per resumable chunk; up to 4x as many sequences decode together."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Probe only the first K facts."),
     backend: str = typer.Option("hf", "--backend", help="Generation backend."),
 ) -> None:

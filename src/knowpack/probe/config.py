@@ -29,7 +29,8 @@ class ProbeConfig(BaseModel):
     match: Literal["word", "substring", "exact"] = "word"
     seed: int = 0
     early_exit: bool = Field(True, description="stop generating once a fact's category is certain")
-    batch_size: int = Field(32, ge=1, description="sequences per forward pass")
+    batch_size: int = Field(32, ge=1, description="facts per resumable chunk; up to 4x as many sequences "
+                                                  "decode together")
     backend: str = "hf"
 
     def result_key(self) -> dict:

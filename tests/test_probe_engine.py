@@ -5,7 +5,6 @@ import itertools
 import pytest
 import torch
 
-from knowpack.models import load_model
 from knowpack.probe.backends import get_backend
 from knowpack.probe.backends.base import ListFeed, Request, run_feed
 from knowpack.probe.backends.hf import length_groups
@@ -15,21 +14,9 @@ from knowpack.probe.config import ProbeConfig
 from knowpack.probe.matching import answer_span
 from knowpack.probe.runner import fewshot_prompt, run_probe
 from test_probe_fakes import one_thread  # noqa: F401  (fixture)
-from test_probe_hf import facts
+from test_probe_hf import facts, lively  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def lively(tiny_model_dir):
-    """The tiny model with large random weights, so answers vary."""
-    loaded = load_model(str(tiny_model_dir))
-    gen = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for p in loaded.model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return loaded
 
 
 def test_length_groups_is_optimal_and_covers_every_item():

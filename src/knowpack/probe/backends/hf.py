@@ -277,7 +277,9 @@ class HFBackend:
             joining: list[_Part] = []
             taken = False
             if not live or (self.row_editing and len(live) <= self.max_rows // 2):
-                requests = feed.take(self.max_rows - len(live), True)
+                # Deferred samples count against the row budget too, so a batch never outgrows it.
+                room = self.max_rows - len(live) - sum(r.rows for r in self._deferred)
+                requests = feed.take(room, True) if room > 0 or not (live or self._deferred) else []
                 taken = bool(requests) or bool(self._deferred)
                 joining = [part for part in self._admit(requests, feed, answers, settings, batch if live else None)
                            if part.live()]

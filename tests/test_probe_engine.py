@@ -109,7 +109,7 @@ def test_samples_retracing_the_greedy_path_equal_fresh_samples(lively):
     feed = _AfterGreedy(pairs)
     prefilled = []
     original = backend._prefill
-    backend._prefill = lambda requests, *rest: prefilled.extend(requests) or original(requests, *rest)
+    backend._prefill = lambda requests, *rest, **kw: prefilled.extend(requests) or original(requests, *rest, **kw)
     run_feed(backend, feed, **settings)
     assert prefilled and not any(r.samples for r in prefilled)  # every sample continued a greedy state
     fresh = get_backend("hf", lively, batch_size=2, max_rows=8).sample(
@@ -137,7 +137,16 @@ def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path
     fs = facts(20)
     cfg = ProbeConfig(prompts=3, shots=1, samples=3, batch_size=8, max_new_tokens=10)
     streaming = get_backend("hf", lively, batch_size=2, max_rows=6, cache_prefixes=True)
+    snapshots, layouts = [], []
+    original = streaming._snapshot
+    streaming._snapshot = lambda part, k: snapshots.append(original(part, k)) or snapshots[-1]
+    streaming._PASS_OVERHEAD_TOKENS = 1  # tiny prompts: split them into length groups anyway
+    original_layout = streaming._shared_layout
+    streaming._shared_layout = lambda *args: layouts.append(1) or original_layout(*args)
     run_probe(cfg, fs, streaming, tmp_path / "stream", progress=False)
+    assert layouts  # several length groups were prefilled into one shared buffer
+    # both ways of reusing a greedy answer were exercised: after it finished, and while it ran
+    assert {state.finished for state in snapshots} == {True, False}
     rounds = RoundsOnly(get_backend("hf", lively, batch_size=cfg.batch_size, cache_prefixes=True))
     run_probe(cfg, fs, rounds, tmp_path / "rounds", progress=False)
     for name in ("categories.jsonl", "generations.jsonl"):

@@ -26,8 +26,8 @@ from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
 from knowpack.probe.backends.adapters import attach_adapter
 from knowpack.probe.backends.base import ListFeed, Request, register_backend
-from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, new_cache, rebuild_rows,
-                                        supports_row_editing)
+from knowpack.probe.backends.kv import (GrowingLayer, adopt_cache, empty_rows, layer_tensors, new_cache,
+                                        pad_left, rebuild_rows, supports_row_editing)
 from knowpack.probe.matching import answer_span
 
 _NEWLINE_TABLES: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
@@ -284,7 +284,10 @@ class HFBackend:
                 joining = [part for part in self._admit(requests, feed, answers, settings, batch if live else None)
                            if part.live()]
             dead = len(batch.rows) - len(live) if batch else 0
-            if joining or (live and dead and (8 * dead >= len(batch.rows) or not self.row_editing)):
+            if not live and len(joining) == 1 and 8 * (len(joining[0].rows) - len(joining[0].live())) < len(
+                    joining[0].rows) and self.row_editing:
+                batch = joining[0]  # a fresh batch keeps its few rows that finished on their first token
+            elif joining or (live and dead and (8 * dead >= len(batch.rows) or not self.row_editing)):
                 batch = self._combine(([(batch, live)] if live else []) + [(p, p.live()) for p in joining])
             elif not live:
                 if taken:
@@ -458,12 +461,24 @@ class HFBackend:
             groups = [list(range(len(fresh)))]
             if self.row_editing:
                 groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
-            for group in groups:
+            shared = None
+            if batch is None and len(groups) > 1 and any(prefixes) and not any(r.samples for r in fresh):
+                shared = self._shared_layout(groups, ids, prefixes)
+            group_parts = []
+            for number, group in enumerate(groups):
                 rows, cache, mask, positions, logits = self._prefill(
-                    [fresh[g] for g in group], [ids[g] for g in group], [prefixes[g] for g in group])
+                    [fresh[g] for g in group], [ids[g] for g in group], [prefixes[g] for g in group],
+                    cache=shared[1][number] if shared else None)
                 part = _Part(rows, cache, mask, positions)
                 self._step_tokens(feed, part, logits, answers, *settings)
-                parts.append(part)
+                group_parts.append(part)
+            if shared:  # the groups' caches are row blocks of one buffer: one batch, no copy
+                width = shared[0][0][0].shape[2] - GrowingLayer._SPARE
+                group_parts = [_Part([row for p in group_parts for row in p.rows],
+                                     adopt_cache(self.model, shared[0], width),
+                                     torch.cat([pad_left(p.mask, width, 1) for p in group_parts]),
+                                     torch.cat([p.positions for p in group_parts]))]
+            parts += group_parts
         forks, states = [], {}
         for request, state in reuse:
             states[id(request)] = state
@@ -472,12 +487,14 @@ class HFBackend:
             parts.append(self._forked_part(forks, states))
         return parts
 
-    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
+    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]],
+                 cache=None):
         """Run the prompts of ``requests`` (after their cached prefixes) through the model.
 
         Layout per row: ``[padding | its prefix | padding | its suffix]``, so rows with different
-        few-shot prefixes share one forward pass. Returns the rows (n per sampled request), their
-        cache, mask, next positions and next-token logits.
+        few-shot prefixes share one forward pass. ``cache``: the prefixes already laid out
+        (``_shared_layout``). Returns the rows (n per sampled request), their cache, mask, next
+        positions and next-token logits.
         """
         prefix_width = max(len(p) for p in prefixes)
         suffix_width = max(len(i) - len(p) for i, p in zip(ids, prefixes))
@@ -491,7 +508,8 @@ class HFBackend:
             mask[row, prefix_width - len(prefix):prefix_width] = 1
             mask[row, prefix_width + suffix_width - len(suffix):] = 1
             positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
-        cache = self._prefix_cache(prefixes, prefix_width)
+        if cache is None:
+            cache = self._prefix_cache(prefixes, prefix_width)
         logits = self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
         next_positions = torch.tensor([len(i) for i in ids], device=self.device)
         rows, expand = [], []
@@ -514,6 +532,45 @@ class HFBackend:
                 mask = mask[index]
             next_positions, logits = next_positions[index], logits[index]
         return rows, cache, mask, next_positions, logits
+
+    def _shared_layout(self, groups: list[list[int]], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
+        """One buffer per layer for all ``groups``, right-aligned, with each group's prefixes in place.
+
+        Returns ``(buffers, caches)``: per layer the (keys, values) of the whole batch, and per
+        group a cache whose layers are views of its row block, so each group's prefill appends
+        its prompt columns straight into the shared buffer and no batch copy follows.
+        """
+        spans = []
+        for group in groups:
+            prefix_width = max(len(prefixes[g]) for g in group)
+            spans.append((prefix_width, prefix_width + max(len(ids[g]) - len(prefixes[g]) for g in group)))
+        width = max(full for _, full in spans)
+        order = [g for group in groups for g in group]
+        blocks = {p: self._prefix(p) for p in set(prefixes) if p}
+        buffers = []
+        for layer_idx, like in enumerate(next(iter(blocks.values()))):
+            pair = []
+            for which, like_tensor in enumerate(like):
+                buffer = empty_rows(like_tensor, len(order), width)
+                row = 0
+                for group, (prefix_width, full) in zip(groups, spans):
+                    start = width - full  # this group's columns begin here
+                    buffer[row:row + len(group), :, :start + prefix_width].zero_()
+                    for offset, g in enumerate(group):
+                        if prefixes[g]:
+                            buffer[row + offset, :, start + prefix_width - len(prefixes[g]):start + prefix_width] = \
+                                blocks[prefixes[g]][layer_idx][which][0]
+                    row += len(group)
+                pair.append(buffer)
+            buffers.append(tuple(pair))
+        caches, row = [], 0
+        for group, (prefix_width, full) in zip(groups, spans):
+            start = width - full
+            views = [(keys[row:row + len(group), :, start:], values[row:row + len(group), :, start:])
+                     for keys, values in buffers]
+            caches.append(adopt_cache(self.model, views, prefix_width))
+            row += len(group)
+        return buffers, caches
 
     def _prefix_cache(self, prefixes: list[tuple[int, ...]], width: int):
         """A cache holding each row's prefix KV, left-padded to ``width`` columns."""

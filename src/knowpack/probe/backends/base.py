@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -105,7 +105,7 @@ class ListFeed:
     """A fixed list of requests, all ready at once; collects the answers in request order."""
 
     def __init__(self, requests: list[Request]):
-        self.pending = list(requests)
+        self.pending = deque(requests)
         self.results: dict[int, list[str]] = {}
         self._index = {id(r): i for i, r in enumerate(requests)}
 
@@ -113,7 +113,7 @@ class ListFeed:
         taken, used = [], 0
         while self.pending and (not taken or used + self.pending[0].rows <= rows):
             used += self.pending[0].rows
-            taken.append(self.pending.pop(0))
+            taken.append(self.pending.popleft())
         return taken
 
     def finish(self, request: Request, texts: list[str]) -> None:

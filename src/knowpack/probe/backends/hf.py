@@ -85,8 +85,11 @@ def span_complete(text: str) -> bool:
     return bool(sep) and bool(answer_span(head))
 
 
-def _seed_int(*parts: object) -> int:
-    return int(stable_hash([str(p) for p in parts], length=15), 16)
+def _sample_generator(request: Request, index: int) -> torch.Generator:
+    """The generator of sample ``index`` of ``request``: seeded by the two alone, never by batch mates."""
+    generator = torch.Generator()
+    generator.manual_seed(int(stable_hash([str(request.seed), str(index)], length=15), 16))
+    return generator
 
 
 def _common_prefix_len(first: list[int], other: list[int], limit: int) -> int:
@@ -263,13 +266,13 @@ class HFBackend:
     def _serve(self, feed, max_new_tokens: int, temperature: float, top_k: int) -> None:
         # Invariant: every live row of ``batch`` holds one pending token (chosen, not yet run
         # through the model) at ``batch.positions``. Finished rows stay in the batch as dead
-        # weight until a rebuild: a rebuild copies the whole cache, so it waits until joining
-        # rows need one anyway or an eighth of the rows are dead.
+        # weight until a rebuild (see _worth_compacting), or until joining rows need one anyway.
         settings = (max_new_tokens, temperature, top_k)
         batch: _Part | None = None
         answers: dict[int, list[str | None]] = {}
-        # Greedy states are kept only when a full sampling distribution is small (top-k).
-        self._keep_states = bool(top_k) and top_k <= 1024
+        # Greedy states are kept only when a full sampling distribution is small (top-k) and the
+        # cache can be cut into rows.
+        self._keep_states = self.row_editing and bool(top_k) and top_k <= 1024
         self._states = {}
         self._deferred = []
         while True:
@@ -283,16 +286,15 @@ class HFBackend:
                 taken = bool(requests) or bool(self._deferred)
                 joining = [part for part in self._admit(requests, feed, answers, settings, batch if live else None)
                            if part.live()]
-            dead = len(batch.rows) - len(live) if batch else 0
-            if not live and len(joining) == 1 and 8 * (len(joining[0].rows) - len(joining[0].live())) < len(
-                    joining[0].rows) and self.row_editing:
-                batch = joining[0]  # a fresh batch keeps its few rows that finished on their first token
-            elif joining or (live and dead and (8 * dead >= len(batch.rows) or not self.row_editing)):
-                batch = self._combine(([(batch, live)] if live else []) + [(p, p.live()) for p in joining])
-            elif not live:
+            parts = ([(batch, live)] if live else []) + [(p, p.live()) for p in joining]
+            if not parts:
                 if taken:
                     continue  # every joining request finished on its first token; ask for more
                 return
+            if len(parts) > 1 or self._worth_compacting(*parts[0]):
+                batch = self._combine(parts)
+            else:
+                batch = parts[0][0]
             pending = torch.tensor([[row.tokens[-1] if row.alive else self.pad_id] for row in batch.rows],
                                    device=self.device)
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
@@ -355,8 +357,7 @@ class HFBackend:
         leave it and return the others with the step where they left it."""
         forks = []
         for index in range(request.rows):
-            generator = torch.Generator()
-            generator.manual_seed(_seed_int(request.seed, index))
+            generator = _sample_generator(request, index)
             row = _Row(request, index, generator, prefix=state.prefix, prompt_len=state.prompt_len)
             for step, (values, top_index) in enumerate(state.steps):
                 token = self._draw(values, top_index, [generator])[0]
@@ -382,6 +383,7 @@ class HFBackend:
             spans.append((state, len(state.prefix), state.prompt_len - len(state.prefix) + step))
         width = max(p + c for _, p, c in spans)
         shortest = min(p + c for _, p, c in spans)
+        blocks = {state.prefix: self._prefix(state.prefix) for state, p, _ in spans if p}
         mask = torch.zeros((len(forks), width), dtype=torch.long, device=self.device)
         layers = []
         for layer_idx, like in enumerate(spans[0][0].columns):
@@ -391,7 +393,7 @@ class HFBackend:
                 buffer[:, :, :width - shortest].zero_()
                 for row_idx, (state, p, c) in enumerate(spans):
                     if p:
-                        buffer[row_idx, :, width - p - c:width - c] = self._prefix(state.prefix)[layer_idx][which][0]
+                        buffer[row_idx, :, width - p - c:width - c] = blocks[state.prefix][layer_idx][which][0]
                     buffer[row_idx, :, width - c:width] = state.columns[layer_idx][which][:, :c]
                 pair.append(buffer)
             layers.append(tuple(pair))
@@ -401,10 +403,14 @@ class HFBackend:
                                  device=self.device)
         return _Part([row for row, _ in forks], adopt_cache(self.model, layers, width), mask, positions)
 
+    def _worth_compacting(self, part: _Part, live: list[int]) -> bool:
+        """Drop a batch's dead rows now? Only once an eighth of them are dead (a rebuild copies
+        the whole cache); a cache that cannot be rebuilt sheds them at once."""
+        dead = len(part.rows) - len(live)
+        return bool(dead) and (8 * dead >= len(part.rows) or not self.row_editing)
+
     def _combine(self, parts: list[tuple[_Part, list[int]]]) -> _Part:
         """One batch of the given rows of each part (live rows of the batch, then joining rows)."""
-        if len(parts) == 1 and len(parts[0][1]) == len(parts[0][0].rows):
-            return parts[0][0]  # already one batch of exactly these rows: nothing to copy
         rows = [part.rows[k] for part, keep in parts for k in keep]
         positions = torch.cat([part.positions[keep] for part, keep in parts])
         if self.row_editing:
@@ -428,10 +434,13 @@ class HFBackend:
                 del self._states[followup_id]
         for request in requests:
             answers[id(request)] = [None] * request.rows
-        pending = [r for r in self._deferred if feed.wanted(r)] + list(requests)
+        pending = []
         for request in self._deferred:
-            if id(request) not in {id(r) for r in pending}:
+            if feed.wanted(request):
+                pending.append(request)
+            else:
                 answers.pop(id(request), None)
+        pending += requests
         self._deferred = []
         greedy_now = {id(r.followup) for r in pending if not r.samples and r.followup is not None}
         running = {}
@@ -450,7 +459,7 @@ class HFBackend:
                     reuse.append((request, self._snapshot(batch, k)))
                 else:
                     self._deferred.append(request)
-            elif id(request) in greedy_now and self._keep_states and self.row_editing:
+            elif id(request) in greedy_now and self._keep_states:
                 self._deferred.append(request)
             else:
                 fresh.append(request)
@@ -509,17 +518,14 @@ class HFBackend:
             mask[row, prefix_width + suffix_width - len(suffix):] = 1
             positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
         if cache is None:
-            cache = self._prefix_cache(prefixes, prefix_width)
+            cache = self._prefix_cache(ids, prefixes)
         logits = self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
         next_positions = torch.tensor([len(i) for i in ids], device=self.device)
         rows, expand = [], []
         for r, request in enumerate(requests):
             for index in range(request.rows):
-                generator = None
-                if request.samples:
-                    generator = torch.Generator()
-                    generator.manual_seed(_seed_int(request.seed, index))
-                steps = [] if (request.followup is not None and self._keep_states and self.row_editing) else None
+                generator = _sample_generator(request, index) if request.samples else None
+                steps = [] if (request.followup is not None and self._keep_states) else None
                 rows.append(_Row(request, index, generator, prefix=prefixes[r], prompt_len=len(ids[r]), steps=steps))
                 expand.append(r)
         mask = mask.to(self.device)
@@ -555,7 +561,8 @@ class HFBackend:
                 row = 0
                 for group, (prefix_width, full) in zip(groups, spans):
                     start = width - full  # this group's columns begin here
-                    buffer[row:row + len(group), :, :start + prefix_width].zero_()
+                    shortest = min(len(prefixes[g]) for g in group)  # padding: only left of it
+                    buffer[row:row + len(group), :, :start + prefix_width - shortest].zero_()
                     for offset, g in enumerate(group):
                         if prefixes[g]:
                             buffer[row + offset, :, start + prefix_width - len(prefixes[g]):start + prefix_width] = \
@@ -572,24 +579,11 @@ class HFBackend:
             row += len(group)
         return buffers, caches
 
-    def _prefix_cache(self, prefixes: list[tuple[int, ...]], width: int):
-        """A cache holding each row's prefix KV, left-padded to ``width`` columns."""
-        if width == 0 or not self.row_editing:
+    def _prefix_cache(self, ids: list[list[int]], prefixes: list[tuple[int, ...]]):
+        """A cache holding each row's prefix KV, left-padded to the longest prefix."""
+        if not any(prefixes):
             return new_cache(self.model) if self.row_editing else self._plain_cache()
-        blocks = {p: self._prefix(p) for p in set(prefixes) if p}
-        shortest = min(len(p) for p in prefixes)
-        layers = []
-        for layer_idx, like in enumerate(next(iter(blocks.values()))):
-            pair = []
-            for which, like_tensor in enumerate(like):
-                buffer = empty_rows(like_tensor, len(prefixes), width)
-                buffer[:, :, :width - shortest].zero_()
-                for row, prefix in enumerate(prefixes):
-                    if prefix:
-                        buffer[row, :, width - len(prefix):width] = blocks[prefix][layer_idx][which][0]
-                pair.append(buffer)
-            layers.append(tuple(pair))
-        return adopt_cache(self.model, layers, width)
+        return self._shared_layout([list(range(len(prefixes)))], ids, prefixes)[1][0]
 
     def _plain_cache(self):
         from transformers import DynamicCache

@@ -150,26 +150,26 @@ def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]]) -> t
         kept = mask[keep]
         used = kept.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else kept.shape[1]
-        trimmed.append((cache, kept[:, start:], keep, start))
-    width = max(m.shape[1] for _, m, _, _ in trimmed)
-    total = sum(len(keep) for _, _, keep, _ in trimmed)
+        trimmed.append((cache, kept[:, start:], keep, _runs(keep), start))
+    width = max(m.shape[1] for _, m, _, _, _ in trimmed)
+    total = sum(len(keep) for _, _, keep, _, _ in trimmed)
     target = parts[0][0]
     for layer_idx, layer in enumerate(target.layers):
         new = []
         for which in ("keys", "values"):
             buffer = empty_rows(getattr(layer, which), total, width)
             row = 0
-            for cache, kept_mask, keep, start in trimmed:
+            for cache, kept_mask, keep, runs, start in trimmed:
                 source = getattr(cache.layers[layer_idx], which)
                 part_width = kept_mask.shape[1]
                 buffer[row:row + len(keep), :, :width - part_width].zero_()
-                for src, dst, count in _runs(keep):
+                for src, dst, count in runs:
                     buffer[row + dst:row + dst + count, :, width - part_width:width] = \
                         source[src:src + count, :, start:start + part_width]
                 row += len(keep)
             new.append(buffer)
         layer.adopt(new[0], new[1], width)
-    return target, torch.cat([pad_left(m, width, 1) for _, m, _, _ in trimmed])
+    return target, torch.cat([pad_left(m, width, 1) for _, m, _, _, _ in trimmed])
 
 
 def pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:

@@ -59,6 +59,16 @@ def test_rebuild_rows_keeps_selected_rows_aligned_right(lively):
     assert torch.equal(keys[2, :, 5:], layers_b[0][0][1, :, 5:])
     assert torch.equal(keys[3], layers_b[0][0][0])
     assert not keys[1, :, :4].any()  # new padding is zeros, never garbage
+    # rows of several parts interleaved in a given order
+    cache_a, mask_a, layers_a = part(4, 6, [2, 5, 3, 1])
+    cache_b, mask_b, layers_b = part(2, 9, [9, 4])
+    mixed, mixed_mask = rebuild_rows([(cache_a, mask_a, [1, 2]), (cache_b, mask_b, [1, 0])],
+                                     order=[(1, 0), (0, 0), (0, 1), (1, 1)])
+    assert mixed_mask.tolist() == [mask[2].tolist(), mask[0].tolist(), mask[1].tolist(), mask[3].tolist()]
+    assert torch.equal(mixed.layers[0].keys[0, :, 5:], layers_b[0][0][1, :, 5:])
+    assert torch.equal(mixed.layers[0].keys[1, :, 4:], layers_a[0][0][1, :, 1:])
+    assert torch.equal(mixed.layers[0].keys[2, :, 6:], layers_a[0][0][2, :, 3:])
+    assert torch.equal(mixed.layers[0].keys[3], layers_b[0][0][0])
     # appending after a rebuild writes in place into the spare columns
     merged.layers[0].update(torch.ones(4, heads, 1, dim), torch.ones(4, heads, 1, dim))
     assert merged.layers[0].keys.shape[2] == 10 and torch.equal(merged.layers[0].keys[0, :, :9], keys[0])
@@ -118,7 +128,8 @@ def test_samples_retracing_the_greedy_path_equal_fresh_samples(lively):
     assert len({t for texts in fresh for t in texts}) > len(pairs)  # the samples do vary
 
 
-def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path):
+@pytest.mark.parametrize("gather_above", [8, 0], ids=["prefix-per-group", "prefix-gathered-per-row"])
+def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path, gather_above):
     class RoundsOnly:
         """The same backend without ``stream``: the runner falls back to rounds, no speculation."""
 
@@ -141,10 +152,14 @@ def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path
     original = streaming._snapshot
     streaming._snapshot = lambda part, k: snapshots.append(original(part, k)) or snapshots[-1]
     streaming._PASS_OVERHEAD_TOKENS = 1  # tiny prompts: split them into length groups anyway
-    original_layout = streaming._shared_layout
-    streaming._shared_layout = lambda *args: layouts.append(1) or original_layout(*args)
+    streaming._GATHER_ABOVE = gather_above
+    original_layout = streaming._layout
+    streaming._layout = lambda part: layouts.append(original_layout(part)) or layouts[-1]
     run_probe(cfg, fs, streaming, tmp_path / "stream", progress=False)
-    assert layouts  # several length groups were prefilled into one shared buffer
+    # rows of several few-shot prefixes decoded together, attending to prefixes held once
+    assert max(len(layout.groups) for layout in layouts) == cfg.prompts
+    # rows sharing a prefix are kept neighbours, so every group is read as a view of the batch
+    assert all(isinstance(group.rows, slice) for layout in layouts for group in layout.groups)
     # both ways of reusing a greedy answer were exercised: after it finished, and while it ran
     assert {state.finished for state in snapshots} == {True, False}
     rounds = RoundsOnly(get_backend("hf", lively, batch_size=cfg.batch_size, cache_prefixes=True))

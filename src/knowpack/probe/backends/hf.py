@@ -1,8 +1,10 @@
 """The transformers backend: continuous batching with a hand-rolled decode loop.
 
 Why not ``model.generate``: the probe needs four things it does not offer together —
-1. each few-shot prefix (the same for many requests) is prefilled once and its KV cache reused
-   by every request that starts with it (prefill of ≈145-token prompts dominates on CPU);
+1. each few-shot prefix (the same for many requests) is prefilled once and its KV held once per
+   batch: rows cache only their own tokens and attend to their prefix through
+   ``prefix_attention`` (prefill of ≈145-token prompts dominates on CPU, and per-row prefix
+   copies would make every step and every batch rebuild move five times more memory);
 2. a sequence stops as soon as its answer span (first non-empty line) is complete, and finished
    rows leave the batch instead of decoding padding;
 3. new requests join the running batch while others still decode (continuous batching): one
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +29,10 @@ from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
 from knowpack.probe.backends.adapters import attach_adapter
 from knowpack.probe.backends.base import ListFeed, Request, register_backend
-from knowpack.probe.backends.kv import (GrowingLayer, adopt_cache, empty_rows, layer_tensors, new_cache,
-                                        pad_left, rebuild_rows, supports_row_editing)
+from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, new_cache, rebuild_rows,
+                                        supports_row_editing)
+from knowpack.probe.backends.prefix_attention import (PrefixGroup, PrefixLayout, attending, row_selector,
+                                                      works_with)
 from knowpack.probe.matching import answer_span
 
 _NEWLINE_TABLES: "weakref.WeakKeyDictionary[Any, torch.Tensor]" = weakref.WeakKeyDictionary()
@@ -144,6 +149,7 @@ class _Part:
     cache: Any
     mask: torch.Tensor
     positions: torch.Tensor
+    layout: PrefixLayout | None = None  # the rows' shared prefixes (built on first forward)
 
     def live(self) -> list[int]:
         return [k for k, row in enumerate(self.rows) if row.alive]
@@ -180,8 +186,10 @@ class HFBackend:
     its in-memory adapter). ``max_rows``: sequences decoded together (default 4 × ``batch_size``;
     the n samples of a request are n rows).
     ``stop_at_newline``: stop once the answer line is complete (off = run to EOS /
-    ``max_new_tokens``). ``prefix_reuse``: prefill each request's shared few-shot prefix once.
-    ``cache_prefixes``: keep those prefix caches across calls — only valid while the weights do
+    ``max_new_tokens``). ``prefix_reuse``: prefill each request's shared few-shot prefix once and
+    attend to it from every row that starts with it (when the model's attention goes through
+    the transformers interface, checked on first use). ``cache_prefixes``: keep those prefix
+    caches across calls — only valid while the weights do
     not change (the probe runner turns it on for one run); off by default so a backend held by a
     trainer never serves stale caches.
     """
@@ -189,6 +197,7 @@ class HFBackend:
     _MAX_CACHED_PREFIXES = 32
     _PASS_OVERHEAD_TOKENS = 24  # a forward pass costs about as much as this many prompt tokens (CPU)
     _RETRACE_AFTER_STEPS = 8  # samples wait for a greedy answer shorter than this to finish
+    _GATHER_ABOVE = 8  # more prefix groups than this in a batch: gather prefixes per row (see PrefixLayout)
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
                  stop_at_newline: bool = True, max_rows: int | None = None, prefix_reuse: bool = True,
@@ -200,7 +209,10 @@ class HFBackend:
         self.stop_at_newline = stop_at_newline
         self.prefix_reuse = prefix_reuse
         self.row_editing = supports_row_editing(self.model)
-        self._prefixes: dict[tuple[int, ...], list] | None = {} if cache_prefixes else None
+        self.cache_prefixes = cache_prefixes
+        self._prefixes: dict[tuple[int, ...], list] = {}
+        self._attention_layers = 0
+        self._prefix_attention: bool | None = None  # decided on first use (needs eval mode)
         self._encoded: dict[str, list[int]] = {}
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
@@ -258,9 +270,14 @@ class HFBackend:
         self.model.eval()  # dropout off even when the trainer hands over a model in train mode
         try:
             with torch.inference_mode():
+                if self._prefix_attention is None:
+                    self._attention_layers = len(new_cache(self.model).layers) if self.row_editing else 0
+                    self._prefix_attention = self.row_editing and works_with(self.model, self._attention_layers)
                 self._serve(feed, max_new_tokens, temperature, top_k)
         finally:
             self.model.train(was_training)
+            if not self.cache_prefixes:  # the weights may change before the next call
+                self._prefixes.clear()
 
     # -- engine ---------------------------------------------------------------------------
     def _serve(self, feed, max_new_tokens: int, temperature: float, top_k: int) -> None:
@@ -298,7 +315,7 @@ class HFBackend:
             pending = torch.tensor([[row.tokens[-1] if row.alive else self.pad_id] for row in batch.rows],
                                    device=self.device)
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-            logits = self._forward(pending, batch.mask, batch.positions.unsqueeze(1), batch.cache)
+            logits = self._forward(pending, batch.mask, batch.positions.unsqueeze(1), batch)
             batch.positions = batch.positions + 1
             self._step_tokens(feed, batch, logits, answers, *settings)
 
@@ -345,7 +362,7 @@ class HFBackend:
     def _snapshot(part: _Part, k: int) -> _GreedyState:
         """Row ``k``'s KV after its prefix (the tokens it has run through the model) and its path."""
         row = part.rows[k]
-        columns = part.mask[k].nonzero().squeeze(1)[len(row.prefix):]
+        columns = part.mask[k].nonzero().squeeze(1)
         kept = [(keys[k][:, columns].clone(), values[k][:, columns].clone())
                 for keys, values in layer_tensors(part.cache)]
         return _GreedyState(row.request.followup, row.prefix, row.prompt_len, kept, list(row.steps),
@@ -375,15 +392,14 @@ class HFBackend:
         return forks
 
     def _forked_part(self, forks: list[tuple[_Row, int]], states: dict[int, _GreedyState]) -> _Part:
-        """Rows that left their greedy path at step t: prefix + prompt + t greedy tokens cached,
-        the drawn token pending."""
+        """Rows that left their greedy path at step t: the prompt after its prefix + t greedy
+        tokens cached, the drawn token pending."""
         spans = []
         for row, step in forks:
             state = states[id(row.request)]
-            spans.append((state, len(state.prefix), state.prompt_len - len(state.prefix) + step))
-        width = max(p + c for _, p, c in spans)
-        shortest = min(p + c for _, p, c in spans)
-        blocks = {state.prefix: self._prefix(state.prefix) for state, p, _ in spans if p}
+            spans.append((state, state.prompt_len - len(state.prefix) + step))
+        width = max(c for _, c in spans)
+        shortest = min(c for _, c in spans)
         mask = torch.zeros((len(forks), width), dtype=torch.long, device=self.device)
         layers = []
         for layer_idx, like in enumerate(spans[0][0].columns):
@@ -391,14 +407,12 @@ class HFBackend:
             for which, like_tensor in enumerate(like):
                 buffer = empty_rows(like_tensor, len(forks), width)
                 buffer[:, :, :width - shortest].zero_()
-                for row_idx, (state, p, c) in enumerate(spans):
-                    if p:
-                        buffer[row_idx, :, width - p - c:width - c] = blocks[state.prefix][layer_idx][which][0]
+                for row_idx, (state, c) in enumerate(spans):
                     buffer[row_idx, :, width - c:width] = state.columns[layer_idx][which][:, :c]
                 pair.append(buffer)
             layers.append(tuple(pair))
-        for row_idx, (_, p, c) in enumerate(spans):
-            mask[row_idx, width - p - c:] = 1
+        for row_idx, (_, c) in enumerate(spans):
+            mask[row_idx, width - c:] = 1
         positions = torch.tensor([states[id(row.request)].prompt_len + step for row, step in forks],
                                  device=self.device)
         return _Part([row for row, _ in forks], adopt_cache(self.model, layers, width), mask, positions)
@@ -410,15 +424,29 @@ class HFBackend:
         return bool(dead) and (8 * dead >= len(part.rows) or not self.row_editing)
 
     def _combine(self, parts: list[tuple[_Part, list[int]]]) -> _Part:
-        """One batch of the given rows of each part (live rows of the batch, then joining rows)."""
-        rows = [part.rows[k] for part, keep in parts for k in keep]
+        """One batch of the given rows of each part (live rows of the batch, then joining rows).
+
+        Rows sharing a prefix become neighbours, so each prefix group is a slice of the batch
+        that the prefix attention reads as a view instead of gathering it.
+        """
+        entries = [(p, i) for p, (_, keep) in enumerate(parts) for i in range(len(keep))]
+
+        def row_of(entry: tuple[int, int]) -> _Row:
+            part, keep = parts[entry[0]]
+            return part.rows[keep[entry[1]]]
+
         positions = torch.cat([part.positions[keep] for part, keep in parts])
-        if self.row_editing:
-            cache, mask = rebuild_rows([(part.cache, part.mask, keep) for part, keep in parts])
-            return _Part(rows, cache, mask, positions)
-        (part, keep), = parts  # without row editing a batch only ever shrinks
-        part.cache.batch_select_indices(torch.tensor(keep, device=self.device))
-        return _Part(rows, part.cache, part.mask[keep], positions)
+        if not self.row_editing:
+            (part, keep), = parts  # without row editing a batch only ever shrinks
+            part.cache.batch_select_indices(torch.tensor(keep, device=self.device))
+            return _Part([row_of(entry) for entry in entries], part.cache, part.mask[keep], positions)
+        group: dict[tuple[int, ...], int] = {}
+        for entry in entries:
+            group.setdefault(row_of(entry).prefix, len(group))
+        order = sorted(range(len(entries)), key=lambda n: group[row_of(entries[n]).prefix])  # stable
+        cache, mask = rebuild_rows([(part.cache, part.mask, keep) for part, keep in parts],
+                                   [entries[n] for n in order])
+        return _Part([row_of(entries[n]) for n in order], cache, mask, positions[order])
 
     def _admit(self, requests: list[Request], feed, answers: dict, settings: tuple,
                batch: _Part | None) -> list[_Part]:
@@ -470,24 +498,13 @@ class HFBackend:
             groups = [list(range(len(fresh)))]
             if self.row_editing:
                 groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
-            shared = None
-            if batch is None and len(groups) > 1 and any(prefixes) and not any(r.samples for r in fresh):
-                shared = self._shared_layout(groups, ids, prefixes)
-            group_parts = []
-            for number, group in enumerate(groups):
-                rows, cache, mask, positions, logits = self._prefill(
-                    [fresh[g] for g in group], [ids[g] for g in group], [prefixes[g] for g in group],
-                    cache=shared[1][number] if shared else None)
-                part = _Part(rows, cache, mask, positions)
+            rank = {prefix: n for n, prefix in enumerate(dict.fromkeys(prefixes))}
+            for group in groups:
+                group = sorted(group, key=lambda g: rank[prefixes[g]])  # prefix groups as slices
+                part, logits = self._prefill([fresh[g] for g in group], [ids[g] for g in group],
+                                             [prefixes[g] for g in group])
                 self._step_tokens(feed, part, logits, answers, *settings)
-                group_parts.append(part)
-            if shared:  # the groups' caches are row blocks of one buffer: one batch, no copy
-                width = shared[0][0][0].shape[2] - GrowingLayer._SPARE
-                group_parts = [_Part([row for p in group_parts for row in p.rows],
-                                     adopt_cache(self.model, shared[0], width),
-                                     torch.cat([pad_left(p.mask, width, 1) for p in group_parts]),
-                                     torch.cat([p.positions for p in group_parts]))]
-            parts += group_parts
+                parts.append(part)
         forks, states = [], {}
         for request, state in reuse:
             states[id(request)] = state
@@ -496,31 +513,27 @@ class HFBackend:
             parts.append(self._forked_part(forks, states))
         return parts
 
-    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]],
-                 cache=None):
-        """Run the prompts of ``requests`` (after their cached prefixes) through the model.
+    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
+        """Run the prompts of ``requests``, after their shared prefixes, through the model.
 
-        Layout per row: ``[padding | its prefix | padding | its suffix]``, so rows with different
-        few-shot prefixes share one forward pass. ``cache``: the prefixes already laid out
-        (``_shared_layout``). Returns the rows (n per sampled request), their cache, mask, next
-        positions and next-token logits.
+        Layout per row: ``[padding | its prompt after the prefix]``; the prefix itself is attended
+        through the batch's prefix layout. Returns the rows (n per sampled request) as a batch
+        with its cache, mask and next positions, and their next-token logits.
         """
-        prefix_width = max(len(p) for p in prefixes)
         suffix_width = max(len(i) - len(p) for i, p in zip(ids, prefixes))
         b = len(requests)
         input_ids = torch.full((b, suffix_width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, prefix_width + suffix_width), dtype=torch.long)
+        mask = torch.zeros((b, suffix_width), dtype=torch.long)
         positions = torch.zeros((b, suffix_width), dtype=torch.long)
         for row, (full, prefix) in enumerate(zip(ids, prefixes)):
             suffix = full[len(prefix):]
             input_ids[row, suffix_width - len(suffix):] = torch.tensor(suffix)
-            mask[row, prefix_width - len(prefix):prefix_width] = 1
-            mask[row, prefix_width + suffix_width - len(suffix):] = 1
+            mask[row, suffix_width - len(suffix):] = 1
             positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
-        if cache is None:
-            cache = self._prefix_cache(ids, prefixes)
-        logits = self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
-        next_positions = torch.tensor([len(i) for i in ids], device=self.device)
+        part = _Part([_Row(request, 0, None, prefix=prefixes[r]) for r, request in enumerate(requests)],
+                     new_cache(self.model) if self.row_editing else self._plain_cache(), mask.to(self.device),
+                     torch.tensor([len(i) for i in ids], device=self.device))
+        logits = self._forward(input_ids.to(self.device), part.mask, positions.to(self.device), part)
         rows, expand = [], []
         for r, request in enumerate(requests):
             for index in range(request.rows):
@@ -528,7 +541,7 @@ class HFBackend:
                 steps = [] if (request.followup is not None and self._keep_states) else None
                 rows.append(_Row(request, index, generator, prefix=prefixes[r], prompt_len=len(ids[r]), steps=steps))
                 expand.append(r)
-        mask = mask.to(self.device)
+        cache, mask, positions = part.cache, part.mask, part.positions
         if len(expand) > b:  # the n samples of a request share its prefill
             index = torch.tensor(expand, device=self.device)
             if self.row_editing:
@@ -536,54 +549,9 @@ class HFBackend:
             else:
                 cache.batch_select_indices(index)
                 mask = mask[index]
-            next_positions, logits = next_positions[index], logits[index]
-        return rows, cache, mask, next_positions, logits
-
-    def _shared_layout(self, groups: list[list[int]], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
-        """One buffer per layer for all ``groups``, right-aligned, with each group's prefixes in place.
-
-        Returns ``(buffers, caches)``: per layer the (keys, values) of the whole batch, and per
-        group a cache whose layers are views of its row block, so each group's prefill appends
-        its prompt columns straight into the shared buffer and no batch copy follows.
-        """
-        spans = []
-        for group in groups:
-            prefix_width = max(len(prefixes[g]) for g in group)
-            spans.append((prefix_width, prefix_width + max(len(ids[g]) - len(prefixes[g]) for g in group)))
-        width = max(full for _, full in spans)
-        order = [g for group in groups for g in group]
-        blocks = {p: self._prefix(p) for p in set(prefixes) if p}
-        buffers = []
-        for layer_idx, like in enumerate(next(iter(blocks.values()))):
-            pair = []
-            for which, like_tensor in enumerate(like):
-                buffer = empty_rows(like_tensor, len(order), width)
-                row = 0
-                for group, (prefix_width, full) in zip(groups, spans):
-                    start = width - full  # this group's columns begin here
-                    shortest = min(len(prefixes[g]) for g in group)  # padding: only left of it
-                    buffer[row:row + len(group), :, :start + prefix_width - shortest].zero_()
-                    for offset, g in enumerate(group):
-                        if prefixes[g]:
-                            buffer[row + offset, :, start + prefix_width - len(prefixes[g]):start + prefix_width] = \
-                                blocks[prefixes[g]][layer_idx][which][0]
-                    row += len(group)
-                pair.append(buffer)
-            buffers.append(tuple(pair))
-        caches, row = [], 0
-        for group, (prefix_width, full) in zip(groups, spans):
-            start = width - full
-            views = [(keys[row:row + len(group), :, start:], values[row:row + len(group), :, start:])
-                     for keys, values in buffers]
-            caches.append(adopt_cache(self.model, views, prefix_width))
-            row += len(group)
-        return buffers, caches
-
-    def _prefix_cache(self, ids: list[list[int]], prefixes: list[tuple[int, ...]]):
-        """A cache holding each row's prefix KV, left-padded to the longest prefix."""
-        if not any(prefixes):
-            return new_cache(self.model) if self.row_editing else self._plain_cache()
-        return self._shared_layout([list(range(len(prefixes)))], ids, prefixes)[1][0]
+            positions, logits = positions[index], logits[index]
+            return _Part(rows, cache, mask, positions), logits
+        return _Part(rows, cache, mask, positions, layout=part.layout), logits
 
     def _plain_cache(self):
         from transformers import DynamicCache
@@ -595,7 +563,7 @@ class HFBackend:
 
     def _prefix_ids(self, request: Request, ids: list[int]) -> tuple[int, ...]:
         """The leading tokens of ``ids`` that ``request.prefix`` covers (always leaving one)."""
-        if not (self.prefix_reuse and self.row_editing and request.prefix):
+        if not (self.prefix_reuse and self._prefix_attention and request.prefix):
             return ()
         prefix = self._encode(request.prefix, prompt=False)
         return tuple(ids[:_common_prefix_len(ids, prefix, len(ids) - 1)])
@@ -613,16 +581,38 @@ class HFBackend:
         shared = os.path.commonprefix(prompts) if len(prompts) > 1 else ""
         return shared or None
 
-    def _forward(self, input_ids, attention_mask, position_ids, cache):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         cache=cache, use_cache=True, logits_to_keep=1)
+    def _forward(self, input_ids, attention_mask, position_ids, part: _Part | Any):
+        """Next-token logits of each row; ``part`` is a batch (its rows' prefixes are attended
+        through a prefix layout) or a bare cache."""
+        if not isinstance(part, _Part):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=part, use_cache=True, logits_to_keep=1)
+        else:
+            layout = self._layout(part)
+            with attending(self.model, layout) if layout.groups else nullcontext():
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                 cache=part.cache, use_cache=True, logits_to_keep=1)
+            if layout.groups and layout.calls != self._attention_layers:
+                raise RuntimeError(f"prefix attention served {layout.calls} of {self._attention_layers} layers")
         self.tokens_processed += int(input_ids.shape[0] * input_ids.shape[1])
         self.forward_passes += 1
         return out.logits[:, -1, :].float()
 
+    def _layout(self, part: _Part) -> PrefixLayout:
+        """The batch's prefix groups (rows sharing a prefix), built once per batch."""
+        if part.layout is None:
+            members: dict[tuple[int, ...], list[int]] = {}
+            for k, row in enumerate(part.rows):
+                if row.prefix:
+                    members.setdefault(row.prefix, []).append(k)
+            part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), self._prefix(prefix))
+                                        for prefix, rows in members.items()], batch_size=len(part.rows),
+                                       gather_above=self._GATHER_ABOVE)
+        return part.layout
+
     def _prefix(self, prefix_ids: tuple[int, ...]):
-        if self._prefixes is None:
-            return self._prefill_prefix(prefix_ids)
+        """The KV of a shared prefix, per layer (kv_heads × length × dim); kept for the rest of
+        the call (and across calls with ``cache_prefixes``), the oldest dropped beyond a bound."""
         if prefix_ids not in self._prefixes:
             if len(self._prefixes) >= self._MAX_CACHED_PREFIXES:
                 self._prefixes.pop(next(iter(self._prefixes)))  # oldest first
@@ -636,7 +626,7 @@ class HFBackend:
         mask = torch.ones_like(input_ids)
         positions = torch.arange(len(prefix_ids), device=self.device).unsqueeze(0)
         self._forward(input_ids, mask, positions, cache)
-        return [(keys.clone(), values.clone()) for keys, values in layer_tensors(cache)]
+        return [(keys[0].clone(), values[0].clone()) for keys, values in layer_tensors(cache)]
 
     @staticmethod
     def _pick(logits: torch.Tensor, rows: list[_Row], temperature: float, top_k: int) -> list[int]:

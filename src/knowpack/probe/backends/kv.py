@@ -126,19 +126,22 @@ def layer_tensors(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _runs(rows: list[int]) -> list[tuple[int, int, int]]:
-    """(source start, destination start, length) of each run of consecutive source rows."""
-    runs: list[tuple[int, int, int]] = []
-    for destination, source in enumerate(rows):
-        if runs and runs[-1][0] + runs[-1][2] == source and runs[-1][1] + runs[-1][2] == destination:
-            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+def _runs(sources: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """(part, source start, destination start, length) of each run of destination rows that come
+    from consecutive rows of one part; ``sources``: (part, source row) per destination row."""
+    runs: list[tuple[int, int, int, int]] = []
+    for destination, (part, source) in enumerate(sources):
+        if runs and runs[-1][0] == part and runs[-1][1] + runs[-1][3] == source:
+            runs[-1] = (part, runs[-1][1], runs[-1][2], runs[-1][3] + 1)
         else:
-            runs.append((source, destination, 1))
+            runs.append((part, source, destination, 1))
     return runs
 
 
-def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]]) -> tuple[DynamicCache, torch.Tensor]:
-    """One batch of the rows ``keep`` of each (cache, mask, keep) part, in order.
+def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]],
+                 order: list[tuple[int, int]] | None = None) -> tuple[DynamicCache, torch.Tensor]:
+    """One batch of the rows ``keep`` of each (cache, mask, keep) part: part after part, or in
+    ``order`` ((part index, index into that part's ``keep``) per row of the result).
 
     One copy into fresh buffers (with spare columns): rows are copied run by run, columns no
     kept row uses are dropped, and narrower parts are zero-padded on the left (zeros, not
@@ -150,26 +153,30 @@ def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]]) -> t
         kept = mask[keep]
         used = kept.any(dim=0).nonzero()
         start = int(used[0]) if used.numel() else kept.shape[1]
-        trimmed.append((cache, kept[:, start:], keep, _runs(keep), start))
-    width = max(m.shape[1] for _, m, _, _, _ in trimmed)
-    total = sum(len(keep) for _, _, keep, _, _ in trimmed)
+        trimmed.append((cache, kept[:, start:], keep, start))
+    width = max(m.shape[1] for _, m, _, _ in trimmed)
+    if order is None:
+        order = [(p, i) for p, (_, _, keep, _) in enumerate(trimmed) for i in range(len(keep))]
+    runs = _runs([(p, trimmed[p][2][i]) for p, i in order])
     target = parts[0][0]
     for layer_idx, layer in enumerate(target.layers):
         new = []
         for which in ("keys", "values"):
-            buffer = empty_rows(getattr(layer, which), total, width)
-            row = 0
-            for cache, kept_mask, keep, runs, start in trimmed:
+            buffer = empty_rows(getattr(layer, which), len(order), width)
+            for p, source_row, row, count in runs:
+                cache, kept_mask, _, start = trimmed[p]
                 source = getattr(cache.layers[layer_idx], which)
                 part_width = kept_mask.shape[1]
-                buffer[row:row + len(keep), :, :width - part_width].zero_()
-                for src, dst, count in runs:
-                    buffer[row + dst:row + dst + count, :, width - part_width:width] = \
-                        source[src:src + count, :, start:start + part_width]
-                row += len(keep)
+                buffer[row:row + count, :, :width - part_width].zero_()
+                buffer[row:row + count, :, width - part_width:width] = \
+                    source[source_row:source_row + count, :, start:start + part_width]
             new.append(buffer)
         layer.adopt(new[0], new[1], width)
-    return target, torch.cat([pad_left(m, width, 1) for _, m, _, _, _ in trimmed])
+    offsets = [0]
+    for _, _, keep, _ in trimmed:
+        offsets.append(offsets[-1] + len(keep))
+    masks = torch.cat([pad_left(m, width, 1) for _, m, _, _ in trimmed])
+    return target, masks[torch.tensor([offsets[p] + i for p, i in order], device=masks.device)]
 
 
 def pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:

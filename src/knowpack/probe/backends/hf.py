@@ -605,28 +605,44 @@ class HFBackend:
             for k, row in enumerate(part.rows):
                 if row.prefix:
                     members.setdefault(row.prefix, []).append(k)
-            part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), self._prefix(prefix))
+            kv = self._prefix_kv(list(members))
+            part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), kv[prefix])
                                         for prefix, rows in members.items()], batch_size=len(part.rows),
                                        gather_above=self._GATHER_ABOVE)
         return part.layout
 
-    def _prefix(self, prefix_ids: tuple[int, ...]):
-        """The KV of a shared prefix, per layer (kv_heads × length × dim); kept for the rest of
-        the call (and across calls with ``cache_prefixes``), the oldest dropped beyond a bound."""
-        if prefix_ids not in self._prefixes:
+    def _prefix_kv(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
+        """The KV of each shared prefix, per layer (kv_heads × length × dim).
+
+        Prefixes not seen yet are prefilled together, ``batch_size`` per pass, and kept for the
+        rest of the call (across calls with ``cache_prefixes``), the oldest dropped beyond a bound.
+        """
+        found = {prefix: self._prefixes[prefix] for prefix in prefixes if prefix in self._prefixes}
+        missing = [prefix for prefix in prefixes if prefix not in found]
+        for start in range(0, len(missing), self.batch_size):
+            found.update(self._prefill_prefixes(missing[start:start + self.batch_size]))
+        for prefix in missing:
             if len(self._prefixes) >= self._MAX_CACHED_PREFIXES:
                 self._prefixes.pop(next(iter(self._prefixes)))  # oldest first
-            self._prefixes[prefix_ids] = self._prefill_prefix(prefix_ids)
-        return self._prefixes[prefix_ids]
+            self._prefixes[prefix] = found[prefix]
+        return found
 
-    def _prefill_prefix(self, prefix_ids: tuple[int, ...]):
-        """KV tensors (per layer) of one shared prefix."""
+    def _prefill_prefixes(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
+        """Per-layer KV of each prefix, from one left-padded pass."""
+        width = max(len(prefix) for prefix in prefixes)
+        input_ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        positions = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for row, prefix in enumerate(prefixes):
+            input_ids[row, width - len(prefix):] = torch.tensor(prefix)
+            mask[row, width - len(prefix):] = 1
+            positions[row, width - len(prefix):] = torch.arange(len(prefix))
         cache = new_cache(self.model)
-        input_ids = torch.tensor([list(prefix_ids)], device=self.device)
-        mask = torch.ones_like(input_ids)
-        positions = torch.arange(len(prefix_ids), device=self.device).unsqueeze(0)
-        self._forward(input_ids, mask, positions, cache)
-        return [(keys[0].clone(), values[0].clone()) for keys, values in layer_tensors(cache)]
+        self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
+        layers = layer_tensors(cache)
+        return {prefix: [(keys[row, :, width - len(prefix):].clone(), values[row, :, width - len(prefix):].clone())
+                         for keys, values in layers]
+                for row, prefix in enumerate(prefixes)}
 
     @staticmethod
     def _pick(logits: torch.Tensor, rows: list[_Row], temperature: float, top_k: int) -> list[int]:

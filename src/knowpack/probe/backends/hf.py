@@ -114,6 +114,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     alive: bool = True
     prefix: tuple[int, ...] = ()
+    prefix_kv: list | None = None  # the prefix's KV per layer, shared by every row with that prefix
     prompt_len: int = 0
     # greedy rows whose samples may follow: each pick's sampling distribution and chosen token
     steps: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
@@ -134,6 +135,7 @@ class _GreedyState:
 
     followup: Request
     prefix: tuple[int, ...]
+    prefix_kv: list | None
     prompt_len: int
     columns: list[tuple[torch.Tensor, torch.Tensor]]
     steps: list[tuple[torch.Tensor, torch.Tensor | None]]
@@ -365,7 +367,7 @@ class HFBackend:
         columns = part.mask[k].nonzero().squeeze(1)
         kept = [(keys[k][:, columns].clone(), values[k][:, columns].clone())
                 for keys, values in layer_tensors(part.cache)]
-        return _GreedyState(row.request.followup, row.prefix, row.prompt_len, kept, list(row.steps),
+        return _GreedyState(row.request.followup, row.prefix, row.prefix_kv, row.prompt_len, kept, list(row.steps),
                             list(row.picks), finished=not row.alive)
 
     def _walk(self, request: Request, state: _GreedyState, feed, answers: dict,
@@ -375,7 +377,8 @@ class HFBackend:
         forks = []
         for index in range(request.rows):
             generator = _sample_generator(request, index)
-            row = _Row(request, index, generator, prefix=state.prefix, prompt_len=state.prompt_len)
+            row = _Row(request, index, generator, prefix=state.prefix, prefix_kv=state.prefix_kv,
+                       prompt_len=state.prompt_len)
             for step, (values, top_index) in enumerate(state.steps):
                 token = self._draw(values, top_index, [generator])[0]
                 if self._advance(row.tokens, token, max_new_tokens):
@@ -499,10 +502,11 @@ class HFBackend:
             if self.row_editing:
                 groups = length_groups([len(i) - len(p) for i, p in zip(ids, prefixes)], self._PASS_OVERHEAD_TOKENS)
             rank = {prefix: n for n, prefix in enumerate(dict.fromkeys(prefixes))}
+            kv = self._prefix_kv([prefix for prefix in rank if prefix])
             for group in groups:
                 group = sorted(group, key=lambda g: rank[prefixes[g]])  # prefix groups as slices
                 part, logits = self._prefill([fresh[g] for g in group], [ids[g] for g in group],
-                                             [prefixes[g] for g in group])
+                                             [prefixes[g] for g in group], kv)
                 self._step_tokens(feed, part, logits, answers, *settings)
                 parts.append(part)
         forks, states = [], {}
@@ -513,8 +517,9 @@ class HFBackend:
             parts.append(self._forked_part(forks, states))
         return parts
 
-    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]]):
-        """Run the prompts of ``requests``, after their shared prefixes, through the model.
+    def _prefill(self, requests: list[Request], ids: list[list[int]], prefixes: list[tuple[int, ...]],
+                 kv: dict[tuple[int, ...], list]):
+        """Run the prompts of ``requests``, after their shared prefixes (KV in ``kv``), through the model.
 
         Layout per row: ``[padding | its prompt after the prefix]``; the prefix itself is attended
         through the batch's prefix layout. Returns the rows (n per sampled request) as a batch
@@ -530,7 +535,8 @@ class HFBackend:
             input_ids[row, suffix_width - len(suffix):] = torch.tensor(suffix)
             mask[row, suffix_width - len(suffix):] = 1
             positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
-        part = _Part([_Row(request, 0, None, prefix=prefixes[r]) for r, request in enumerate(requests)],
+        part = _Part([_Row(request, 0, None, prefix=prefixes[r], prefix_kv=kv.get(prefixes[r]))
+                      for r, request in enumerate(requests)],
                      new_cache(self.model) if self.row_editing else self._plain_cache(), mask.to(self.device),
                      torch.tensor([len(i) for i in ids], device=self.device))
         logits = self._forward(input_ids.to(self.device), part.mask, positions.to(self.device), part)
@@ -539,7 +545,8 @@ class HFBackend:
             for index in range(request.rows):
                 generator = _sample_generator(request, index) if request.samples else None
                 steps = [] if (request.followup is not None and self._keep_states) else None
-                rows.append(_Row(request, index, generator, prefix=prefixes[r], prompt_len=len(ids[r]), steps=steps))
+                rows.append(_Row(request, index, generator, prefix=prefixes[r], prefix_kv=kv.get(prefixes[r]),
+                                 prompt_len=len(ids[r]), steps=steps))
                 expand.append(r)
         cache, mask, positions = part.cache, part.mask, part.positions
         if len(expand) > b:  # the n samples of a request share its prefill
@@ -605,9 +612,8 @@ class HFBackend:
             for k, row in enumerate(part.rows):
                 if row.prefix:
                     members.setdefault(row.prefix, []).append(k)
-            kv = self._prefix_kv(list(members))
-            part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), kv[prefix])
-                                        for prefix, rows in members.items()], batch_size=len(part.rows),
+            part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), part.rows[rows[0]].prefix_kv)
+                                        for rows in members.values()], batch_size=len(part.rows),
                                        gather_above=self._GATHER_ABOVE)
         return part.layout
 

@@ -50,38 +50,39 @@ class PrefixLayout:
 
     With few groups each group's prefix is multiplied against its rows' queries in one matmul
     (the prefix is read once per group). With many groups (``--shots relation``: nearly one
-    prefix per request) a Python loop per group and layer would dominate, so the prefixes are
-    stacked once and gathered per row instead.
+    prefix per request) a Python loop per group and layer would dominate, so each row's prefix
+    is laid out per row once for the batch (``per_row``), as a plain cache would hold it.
     """
 
     groups: list[PrefixGroup]
     batch_size: int
     calls: int = 0
     gather_above: int = 8
-    _stacked: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _per_row: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
         return max((group.length for group in self.groups), default=0)
 
-    def stacked(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(keys, values, valid, row_group) for gathering: every group's prefix left-padded to the
-        widest, plus an all-invalid group for rows outside every group."""
-        if layer_idx not in self._stacked:
+    @property
+    def gathered(self) -> bool:
+        return len(self.groups) > self.gather_above
+
+    def per_row(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys, values, valid) of every row's prefix, left-padded to the widest: batch ×
+        kv_heads × width × dim, and batch × width (False for padding and rows in no group)."""
+        if layer_idx not in self._per_row:
             width, like = self.width, self.groups[0].layers[layer_idx][0]
-            count = len(self.groups) + 1
-            keys = like.new_zeros((count, like.shape[0], width, like.shape[-1]))
+            keys = like.new_zeros((self.batch_size, like.shape[0], width, like.shape[-1]))
             values = keys.clone()
-            valid = torch.zeros((count, width), dtype=torch.bool, device=like.device)
-            row_group = torch.full((self.batch_size,), len(self.groups), dtype=torch.long, device=like.device)
-            for g, group in enumerate(self.groups):
+            valid = torch.zeros((self.batch_size, width), dtype=torch.bool, device=like.device)
+            for group in self.groups:
                 group_keys, group_values = group.layers[layer_idx]
-                keys[g, :, width - group.length:] = group_keys
-                values[g, :, width - group.length:] = group_values
-                valid[g, width - group.length:] = True
-                row_group[group.rows] = g
-            self._stacked[layer_idx] = (keys, values, valid, row_group)
-        return self._stacked[layer_idx]
+                keys[group.rows, :, width - group.length:] = group_keys
+                values[group.rows, :, width - group.length:] = group_values
+                valid[group.rows, width - group.length:] = True
+            self._per_row[layer_idx] = (keys, values, valid)
+        return self._per_row[layer_idx]
 
 
 def row_selector(rows: list[int], device) -> torch.Tensor | slice:
@@ -128,12 +129,12 @@ def prefix_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
         own_scores = (own_scores.view(batch, kv_heads, repeat, length, own)
                       + attention_mask[:, :, None, :, -own:].to(work)).view_as(own_scores)
     scores[..., width:] = own_scores
-    gather = bool(layout.groups) and len(layout.groups) > layout.gather_above
+    gather = layout.gathered
     if gather:
-        prefix_keys, prefix_values, valid, row_group = layout.stacked(module.layer_idx)
-        row_keys, row_values = prefix_keys[row_group].to(work), prefix_values[row_group].to(work)
+        row_keys, row_values, valid = layout.per_row(module.layer_idx)
+        row_keys, row_values = row_keys.to(work), row_values.to(work)
         prefix_scores = torch.matmul(q, row_keys.transpose(-1, -2))
-        scores[..., :width] = prefix_scores.masked_fill(~valid[row_group][:, None, None, :], float("-inf"))
+        scores[..., :width] = prefix_scores.masked_fill(~valid[:, None, None, :], float("-inf"))
     else:
         for group in layout.groups:
             group_keys = group.layers[module.layer_idx][0].to(work)

@@ -15,8 +15,8 @@ def prefix_kv(model, ids):
     return [(keys[0].clone(), values[0].clone()) for keys, values in layer_tensors(cache)]
 
 
-@pytest.mark.parametrize("gather_above", [8, 0], ids=["per-group", "gathered"])
-def test_rows_attend_to_their_group_prefix_like_to_their_full_sequence(lively, gather_above):
+@pytest.mark.parametrize("per_row_above", [8, 0], ids=["per-group", "per-row"])
+def test_rows_attend_to_their_group_prefix_like_to_their_full_sequence(lively, per_row_above):
     model = lively.model.eval()
     gen = torch.Generator().manual_seed(3)
 
@@ -38,7 +38,7 @@ def test_rows_attend_to_their_group_prefix_like_to_their_full_sequence(lively, g
     assert row_selector([0, 2], "cpu").tolist() == [0, 2] and row_selector([1], "cpu") == slice(1, 2)
     layout = PrefixLayout([PrefixGroup(row_selector([0, 2], "cpu"), prefix_kv(model, prefix_a)),
                            PrefixGroup(row_selector([1], "cpu"), prefix_kv(model, prefix_b))],
-                          batch_size=4, gather_above=gather_above)
+                          batch_size=4, per_row_above=per_row_above)
     next_token = torch.tensor([[5], [6], [7], [8]])
     with torch.inference_mode():
         expected, expected_next = [], []

@@ -128,8 +128,8 @@ def test_samples_retracing_the_greedy_path_equal_fresh_samples(lively):
     assert len({t for texts in fresh for t in texts}) > len(pairs)  # the samples do vary
 
 
-@pytest.mark.parametrize("gather_above", [8, 0], ids=["prefix-per-group", "prefix-gathered-per-row"])
-def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path, gather_above):
+@pytest.mark.parametrize("per_row_above", [8, 0], ids=["prefix-per-group", "prefix-per-row"])
+def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path, per_row_above):
     class RoundsOnly:
         """The same backend without ``stream``: the runner falls back to rounds, no speculation."""
 
@@ -152,7 +152,7 @@ def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path
     original = streaming._snapshot
     streaming._snapshot = lambda part, k: snapshots.append(original(part, k)) or snapshots[-1]
     streaming._PASS_OVERHEAD_TOKENS = 1  # tiny prompts: split them into length groups anyway
-    streaming._GATHER_ABOVE = gather_above
+    streaming._PER_ROW_ABOVE = per_row_above
     original_layout = streaming._layout
     streaming._layout = lambda part: layouts.append(original_layout(part)) or layouts[-1]
     run_probe(cfg, fs, streaming, tmp_path / "stream", progress=False)

@@ -199,7 +199,7 @@ class HFBackend:
     _MAX_CACHED_PREFIXES = 32
     _PASS_OVERHEAD_TOKENS = 24  # a forward pass costs about as much as this many prompt tokens (CPU)
     _RETRACE_AFTER_STEPS = 8  # samples wait for a greedy answer shorter than this to finish
-    _GATHER_ABOVE = 8  # more prefix groups than this in a batch: gather prefixes per row (see PrefixLayout)
+    _PER_ROW_ABOVE = 8  # more prefix groups than this in a batch: lay prefixes out per row (see PrefixLayout)
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32,
                  stop_at_newline: bool = True, max_rows: int | None = None, prefix_reuse: bool = True,
@@ -614,7 +614,7 @@ class HFBackend:
                     members.setdefault(row.prefix, []).append(k)
             part.layout = PrefixLayout([PrefixGroup(row_selector(rows, self.device), part.rows[rows[0]].prefix_kv)
                                         for rows in members.values()], batch_size=len(part.rows),
-                                       gather_above=self._GATHER_ABOVE)
+                                       per_row_above=self._PER_ROW_ABOVE)
         return part.layout
 
     def _prefix_kv(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list]:

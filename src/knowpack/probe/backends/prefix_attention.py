@@ -3,7 +3,7 @@
 Every probe prompt starts with one of a handful of few-shot prefixes (≈130 tokens) followed by
 a short question (≈15 tokens) and an answer of a few tokens. A plain KV cache stores each row's
 copy of its prefix, so every decode step, and every rebuild of the running batch when rows join
-or leave, moves about five times more memory than the rows' own tokens need. Here the per-row
+or leave, moves several times more memory than the rows' own tokens need. Here the per-row
 cache holds only the tokens after the prefix; each distinct prefix's KV is held once, and the
 attention function registered with transformers (``AttentionInterface``) attends every row to
 its group's prefix and its own columns under one joint softmax, which is the same attention
@@ -57,7 +57,7 @@ class PrefixLayout:
     groups: list[PrefixGroup]
     batch_size: int
     calls: int = 0
-    gather_above: int = 8
+    per_row_above: int = 8
     _per_row: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
@@ -65,8 +65,8 @@ class PrefixLayout:
         return max((group.length for group in self.groups), default=0)
 
     @property
-    def gathered(self) -> bool:
-        return len(self.groups) > self.gather_above
+    def rows_hold_prefixes(self) -> bool:
+        return len(self.groups) > self.per_row_above
 
     def per_row(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(keys, values, valid) of every row's prefix, left-padded to the widest: batch ×
@@ -98,7 +98,7 @@ def prefix_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
     """Attention of ``query`` (batch × heads × L × dim) to the row's prefix group and its own
     ``key``/``value`` columns (batch × kv_heads × S × dim), masked by ``attention_mask``."""
     layout: PrefixLayout | None = getattr(_ACTIVE, "layout", None)
-    if layout is None:  # the model was switched but no layout is active: plain attention
+    if layout is None:  # switched but no layout active (another caller of the model): plain SDPA
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -129,8 +129,8 @@ def prefix_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
         own_scores = (own_scores.view(batch, kv_heads, repeat, length, own)
                       + attention_mask[:, :, None, :, -own:].to(work)).view_as(own_scores)
     scores[..., width:] = own_scores
-    gather = layout.gathered
-    if gather:
+    per_row = layout.rows_hold_prefixes
+    if per_row:
         row_keys, row_values, valid = layout.per_row(module.layer_idx)
         row_keys, row_values = row_keys.to(work), row_values.to(work)
         prefix_scores = torch.matmul(q, row_keys.transpose(-1, -2))
@@ -149,7 +149,7 @@ def prefix_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
     # would reach the real tokens through its cached values).
     probs = torch.softmax(scores, dim=-1).nan_to_num_(0.0)
     out = torch.matmul(probs[..., width:], own_values)
-    if gather:
+    if per_row:
         out += torch.matmul(probs[..., :width], row_values)
     else:
         for group in layout.groups:
@@ -185,7 +185,7 @@ def _configs(model) -> list:
 @contextmanager
 def attending(model, layout: PrefixLayout) -> Iterator[None]:
     """Run ``model`` with ``layout``'s prefixes: switches its attention to the prefix function
-    for the duration and checks that every attention layer used it."""
+    for the duration; ``layout.calls`` counts the attention layers it served."""
     configs = _configs(model)
     before = [config._attn_implementation_internal for config in configs]
     for config in configs:
@@ -205,7 +205,7 @@ def works_with(model, layers: int) -> bool:
 
     Compares one short forward under an empty layout with the model's own attention: an
     architecture that bypasses the interface, or whose attention has features the function
-    does not implement (softcapping, sinks), is left to per-row caches.
+    does not implement (softcapping, sinks), is probed without prefix reuse.
     """
     device = next(model.parameters()).device
     input_ids = torch.tensor([[1, 2, 3]], dtype=torch.long, device=device)

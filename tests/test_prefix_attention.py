@@ -1,5 +1,7 @@
 """Attention to prefixes held once per batch equals attention over each row's whole sequence."""
 
+import copy
+
 import pytest
 import torch
 
@@ -61,6 +63,8 @@ def test_rows_attend_to_their_group_prefix_like_to_their_full_sequence(lively, p
 
 def test_works_with_checks_that_every_layer_uses_the_interface(lively):
     assert works_with(lively.model.eval(), lively.model.config.num_hidden_layers)
+    half = copy.deepcopy(lively.model).to(torch.bfloat16).eval()  # scores in fp32, output in bf16
+    assert works_with(half, half.config.num_hidden_layers)
     assert not works_with(lively.model, lively.model.config.num_hidden_layers + 1)
 
     class Bypassing(torch.nn.Module):

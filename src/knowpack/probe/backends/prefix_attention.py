@@ -217,4 +217,7 @@ def works_with(model, layers: int) -> bool:
                 got = model(input_ids=input_ids, use_cache=False).logits.float()
     except Exception:  # noqa: BLE001 - a model that cannot run it does not work with it
         return False
-    return layout.calls == layers and torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max()))
+    # Half-precision models round differently in their own attention kernel than in fp32 scores.
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
+    return layout.calls == layers and torch.allclose(got, expected, rtol=tolerance,
+                                                     atol=tolerance * float(expected.abs().max()))

@@ -46,6 +46,16 @@ def write_task_yaml(config: dict[str, Any], folder: Path) -> Path:
     return path
 
 
+def _quiet(hflm: type) -> type:
+    """``HFLM`` without its own tqdm bars, which would break the stage's rich output."""
+
+    class QuietHFLM(hflm):
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
 def run_tasks(model, tokenizer, configs: list[dict], *, work_dir: Path, batch_size: int = 8,
               helper_files: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """Evaluate ``model`` on the given task configs; returns ``{task: {"acc": float, "n": int}}``."""
@@ -63,7 +73,7 @@ def run_tasks(model, tokenizer, configs: list[dict], *, work_dir: Path, batch_si
         write_task_yaml({**config, "dataset_kwargs": kwargs}, task_dir)
     with offline_env():
         manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        lm = _quiet(HFLM)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         out = lm_eval.simple_evaluate(model=lm, tasks=[c["task"] for c in configs], task_manager=manager,
                                       log_samples=False, bootstrap_iters=0, verbosity="ERROR")
     if out is None:

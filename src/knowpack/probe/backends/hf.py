@@ -191,9 +191,8 @@ class HFBackend:
     ``max_new_tokens``). ``prefix_reuse``: prefill each request's shared few-shot prefix once and
     attend to it from every row that starts with it (when the model's attention goes through
     the transformers interface, checked on first use). ``cache_prefixes``: keep those prefix
-    caches across calls — only valid while the weights do
-    not change (the probe runner turns it on for one run); off by default so a backend held by a
-    trainer never serves stale caches.
+    caches across calls — only valid while the weights do not change (the probe runner turns it
+    on for one run); off by default so a backend held by a trainer never serves stale caches.
     """
 
     _MAX_CACHED_PREFIXES = 32
@@ -295,7 +294,7 @@ class HFBackend:
         self._states = {}
         self._deferred = []
         while True:
-            live = [k for k, row in enumerate(batch.rows) if row.alive] if batch else []
+            live = batch.live() if batch else []
             joining: list[_Part] = []
             taken = False
             if not live or (self.row_editing and len(live) <= self.max_rows // 2):
@@ -317,7 +316,7 @@ class HFBackend:
             pending = torch.tensor([[row.tokens[-1] if row.alive else self.pad_id] for row in batch.rows],
                                    device=self.device)
             batch.mask = torch.cat([batch.mask, batch.mask.new_ones((len(batch.rows), 1))], dim=1)
-            logits = self._forward(pending, batch.mask, batch.positions.unsqueeze(1), batch)
+            logits = self._forward(pending, batch.mask, batch.positions.unsqueeze(1), batch.cache, self._layout(batch))
             batch.positions = batch.positions + 1
             self._step_tokens(feed, batch, logits, answers, *settings)
 
@@ -325,7 +324,7 @@ class HFBackend:
                      max_new_tokens: int, temperature: float, top_k: int) -> None:
         """Choose each live row's next token; finish rows and hand complete requests to the feed."""
         rows = part.rows
-        live = [k for k, row in enumerate(rows) if row.alive]
+        live = part.live()
         chosen = self._pick(logits[live], [rows[k] for k in live], temperature, top_k) if live else []
         for k, token in zip(live, chosen):
             row = rows[k]
@@ -525,22 +524,7 @@ class HFBackend:
         through the batch's prefix layout. Returns the rows (n per sampled request) as a batch
         with its cache, mask and next positions, and their next-token logits.
         """
-        suffix_width = max(len(i) - len(p) for i, p in zip(ids, prefixes))
-        b = len(requests)
-        input_ids = torch.full((b, suffix_width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, suffix_width), dtype=torch.long)
-        positions = torch.zeros((b, suffix_width), dtype=torch.long)
-        for row, (full, prefix) in enumerate(zip(ids, prefixes)):
-            suffix = full[len(prefix):]
-            input_ids[row, suffix_width - len(suffix):] = torch.tensor(suffix)
-            mask[row, suffix_width - len(suffix):] = 1
-            positions[row, suffix_width - len(suffix):] = torch.arange(len(prefix), len(full))
-        part = _Part([_Row(request, 0, None, prefix=prefixes[r], prefix_kv=kv.get(prefixes[r]))
-                      for r, request in enumerate(requests)],
-                     new_cache(self.model) if self.row_editing else self._plain_cache(), mask.to(self.device),
-                     torch.tensor([len(i) for i in ids], device=self.device))
-        logits = self._forward(input_ids.to(self.device), part.mask, positions.to(self.device), part)
-        rows, expand = [], []
+        rows, expand, firsts = [], [], []  # firsts: one row per request goes through the model
         for r, request in enumerate(requests):
             for index in range(request.rows):
                 generator = _sample_generator(request, index) if request.samples else None
@@ -548,8 +532,14 @@ class HFBackend:
                 rows.append(_Row(request, index, generator, prefix=prefixes[r], prefix_kv=kv.get(prefixes[r]),
                                  prompt_len=len(ids[r]), steps=steps))
                 expand.append(r)
+            firsts.append(rows[len(rows) - request.rows])
+        input_ids, mask, positions = self._left_padded([full[len(prefix):] for full, prefix in zip(ids, prefixes)],
+                                                       [len(prefix) for prefix in prefixes])
+        part = _Part(firsts, new_cache(self.model) if self.row_editing else self._plain_cache(), mask,
+                     torch.tensor([len(i) for i in ids], device=self.device))
+        logits = self._forward(input_ids, mask, positions, part.cache, self._layout(part))
         cache, mask, positions = part.cache, part.mask, part.positions
-        if len(expand) > b:  # the n samples of a request share its prefill
+        if len(expand) > len(requests):  # the n samples of a request share its prefill
             index = torch.tensor(expand, device=self.device)
             if self.row_editing:
                 cache, mask = rebuild_rows([(cache, mask, expand)])
@@ -559,6 +549,19 @@ class HFBackend:
             positions, logits = positions[index], logits[index]
             return _Part(rows, cache, mask, positions), logits
         return _Part(rows, cache, mask, positions, layout=part.layout), logits
+
+    def _left_padded(self, sequences: list[list[int]], starts: list[int]):
+        """(input ids, attention mask, positions) of token ``sequences`` left-padded to the longest,
+        sequence i at positions ``starts[i]`` onwards."""
+        width = max(len(tokens) for tokens in sequences)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        positions = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, (tokens, start) in enumerate(zip(sequences, starts)):
+            input_ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+            positions[row, width - len(tokens):] = torch.arange(start, start + len(tokens))
+        return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
 
     def _plain_cache(self):
         from transformers import DynamicCache
@@ -588,19 +591,14 @@ class HFBackend:
         shared = os.path.commonprefix(prompts) if len(prompts) > 1 else ""
         return shared or None
 
-    def _forward(self, input_ids, attention_mask, position_ids, part: _Part | Any):
-        """Next-token logits of each row; ``part`` is a batch (its rows' prefixes are attended
-        through a prefix layout) or a bare cache."""
-        if not isinstance(part, _Part):
+    def _forward(self, input_ids, attention_mask, position_ids, cache, layout: PrefixLayout | None = None):
+        """Next-token logits of each row; rows attend to their prefixes through ``layout``."""
+        prefixed = layout is not None and bool(layout.groups)
+        with attending(self.model, layout) if prefixed else nullcontext():
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             cache=part, use_cache=True, logits_to_keep=1)
-        else:
-            layout = self._layout(part)
-            with attending(self.model, layout) if layout.groups else nullcontext():
-                out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                 cache=part.cache, use_cache=True, logits_to_keep=1)
-            if layout.groups and layout.calls != self._attention_layers:
-                raise RuntimeError(f"prefix attention served {layout.calls} of {self._attention_layers} layers")
+                             cache=cache, use_cache=True, logits_to_keep=1)
+        if prefixed and layout.calls != self._attention_layers:
+            raise RuntimeError(f"prefix attention served {layout.calls} of {self._attention_layers} layers")
         self.tokens_processed += int(input_ids.shape[0] * input_ids.shape[1])
         self.forward_passes += 1
         return out.logits[:, -1, :].float()
@@ -635,16 +633,10 @@ class HFBackend:
 
     def _prefill_prefixes(self, prefixes: list[tuple[int, ...]]) -> dict[tuple[int, ...], list]:
         """Per-layer KV of each prefix, from one left-padded pass."""
-        width = max(len(prefix) for prefix in prefixes)
-        input_ids = torch.full((len(prefixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-        positions = torch.zeros((len(prefixes), width), dtype=torch.long)
-        for row, prefix in enumerate(prefixes):
-            input_ids[row, width - len(prefix):] = torch.tensor(prefix)
-            mask[row, width - len(prefix):] = 1
-            positions[row, width - len(prefix):] = torch.arange(len(prefix))
+        input_ids, mask, positions = self._left_padded([list(prefix) for prefix in prefixes], [0] * len(prefixes))
+        width = input_ids.shape[1]
         cache = new_cache(self.model)
-        self._forward(input_ids.to(self.device), mask.to(self.device), positions.to(self.device), cache)
+        self._forward(input_ids, mask, positions, cache)
         layers = layer_tensors(cache)
         return {prefix: [(keys[row, :, width - len(prefix):].clone(), values[row, :, width - len(prefix):].clone())
                          for keys, values in layers]

@@ -380,7 +380,7 @@ def _benchmark_cache_path(ctx: EvalContext) -> Path | None:
         return None
     from knowpack.evaluate.benchmarks import mmlu
     from knowpack.io import sha256_file, stable_hash
-    from knowpack.models.default_model import knowpack_home
+    from knowpack.paths import knowpack_home
 
     data = {}
     if "mmlu" in ctx.config.benchmarks:

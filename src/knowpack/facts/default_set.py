@@ -31,7 +31,7 @@ DEFAULT_SET_VERSION = "v1"
 
 def default_facts_path() -> Path:
     """Where :func:`load_default_facts` caches the default set."""
-    from knowpack.models.default_model import knowpack_home
+    from knowpack.paths import knowpack_home
 
     return knowpack_home() / "facts" / f"default-{DEFAULT_SET_VERSION}.jsonl"
 

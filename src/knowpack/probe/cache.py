@@ -12,7 +12,7 @@ from knowpack.probe.config import ProbeConfig
 def probe_cache_dir(model_hash: str, facts_digest: str, config: ProbeConfig, adapter_digest: str | None = None,
                     *, root: str | os.PathLike | None = None) -> Path:
     """``<root>/probes/<model_hash>/<facts-hash>-<config-hash>[-<adapter-hash>]/``."""
-    from knowpack.models.default_model import knowpack_home
+    from knowpack.paths import knowpack_home
 
     base = Path(root) if root is not None else knowpack_home()
     name = f"{facts_digest[:12]}-{stable_hash(config.result_key())}"

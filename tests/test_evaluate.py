@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from artifact_fakes import write_mix_folder
 from test_evaluate_helpers import make_adapter
 
 from knowpack.errors import KnowpackError
@@ -30,7 +31,7 @@ def _facts() -> list[Fact]:
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir, tmp_path_factory):
     """Facts, a base probe, a mix pointing to it, a changed adapter and a fresh (inert) one."""
-    from knowpack.io import write_json, write_jsonl
+    from knowpack.io import write_jsonl
     from knowpack.models.loading import load_model
     from knowpack.probe.config import ProbeConfig
     from knowpack.probe.runner import run_probe
@@ -47,12 +48,12 @@ def setup(tiny_model_dir, tmp_path_factory):
     # The first paraphrase of each trained fact is trained on: it must not count as generalization.
     rows += [{"id": f"{f.id}#paraphrase-0", "fact_id": f.id, "question": f.paraphrases[0], "answer": f.answer,
               "role": "paraphrase"} for f in trained]
-    mix = root / "mix"
-    write_jsonl(mix / "train.jsonl", rows)
     heldout = [fid for fid in probed if fid not in {f.id for f in trained}][:6]
-    write_json(mix / "eval_sets.json", {"trained_unknown": [f.id for f in trained], "trained_known": [],
-                                        "heldout": {"Unknown": heldout}, "retention": heldout[:2]})
-    write_json(mix / "manifest.json", {"stage": "mix", "summary": {"probe_dir": str(root / "probe")}})
+    by_id = {f.id: f for f in facts}
+    mix = write_mix_folder(root / "mix", rows, {"trained_unknown": [f.id for f in trained], "trained_known": [],
+                                                 "heldout": {"Unknown": heldout}, "retention": heldout[:2]},
+                           [by_id[i] for i in dict.fromkeys([*(f.id for f in trained), *heldout])],
+                           probe_dir=root / "probe")
     return {"root": root, "model": tiny_model_dir, "mix": mix, "facts": root / "facts.jsonl",
             "adapter": make_adapter(tiny_model_dir, root / "adapter"),
             "fresh": make_adapter(tiny_model_dir, root / "fresh", trained=False), "probed": probed,
@@ -71,7 +72,8 @@ def test_full_evaluation_outputs(setup):
     import pandas as pd
 
     out = setup["root"] / "eval"
-    metrics = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
+    result = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
+    metrics = {**result.sections, "meta": result.meta.model_dump()}
     assert list(metrics)[:8] == ["canary", "reliability", "shifts", "noise_floor", "refusals", "collapse",
                                  "explanations", "benchmarks"]
     assert metrics["canary"]["max_abs_logit_diff"] > 0
@@ -94,10 +96,15 @@ def test_full_evaluation_outputs(setup):
         rows = list(csv.DictReader(fh))
     assert {r["comparison"] for r in rows} == {"base→adapted", "base→base(other seed)"}
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "evaluate" and manifest["inputs"]["adapter_hash"]
+    assert manifest["stage"] == "evaluate" and manifest["inputs"]["adapter"] and manifest["inputs"]["model"]
     # Same inputs, same folder: the stored metrics come back without recomputation.
-    assert _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2,
-                     mmlu_shots=1) == json.loads((out / "metrics.json").read_text())
+    again = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
+    assert again.to_json() == json.loads((out / "metrics.json").read_text())
+    # Other settings in the same folder: refused before any work, the finished results untouched.
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(KnowpackError, match="already holds a finished evaluate run with other settings"):
+        _evaluate(setup, out, benchmarks=[])
+    assert (out / "metrics.json").read_bytes() == before
 
 
 def test_inert_adapter_is_refused_before_any_number(setup):
@@ -119,8 +126,7 @@ def test_cli_evaluate(setup):
 
     from knowpack.cli.app import app
 
-    # The folder of the full run: its finished probes are reused (same inputs), only metrics rerun.
-    out = setup["root"] / "eval"
+    out = setup["root"] / "eval-cli"
     result = CliRunner().invoke(app, [
         "evaluate", "--model", str(setup["model"]), "--adapter", str(setup["adapter"]), "--mix", str(setup["mix"]),
         "--out", str(out), "--facts", str(setup["facts"]), "--benchmarks", "none", "--no-noise-floor",
@@ -129,4 +135,4 @@ def test_cli_evaluate(setup):
     assert "reliability" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["noise_floor"]["status"] == "disabled"
-    assert set(metrics) == {"canary", "reliability", "shifts", "noise_floor", "benchmarks", "meta"}
+    assert set(metrics) == {"canary", "reliability", "shifts", "noise_floor", "benchmarks", "meta", "format_version"}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
+from artifact_fakes import write_mix_folder
+
 from knowpack.evaluate.config import EvalConfig
-from knowpack.evaluate.inputs import Mix
 from knowpack.facts.schema import Fact
+from knowpack.mix.artifacts import MixFolder
 
 CATEGORY_OF_SCORE = {1.0: "HighlyKnown", 0.0: "Unknown"}
 
@@ -30,15 +35,19 @@ def fact(fid: str, answer: str = "Paris", relation: str = "capital", tier: str =
 
 
 def mix(trained_unknown: list[str], known: list[str] = (), answers: dict[str, str] | None = None,
-        extra_rows: list[dict] = ()) -> Mix:
+        extra_rows: list[dict] = ()) -> MixFolder:
+    """A real mix folder (in a fresh temporary folder) training on these facts."""
     answers = answers or {}
     train = [{"id": f"{f}#unknown", "fact_id": f, "question": f"Question about {f}?",
               "answer": answers.get(f, "Target"), "role": "unknown"} for f in trained_unknown]
     train += [{"id": f"{f}#highly_known", "fact_id": f, "question": f"Question about {f}?",
                "answer": answers.get(f, "Known"), "role": "highly_known"} for f in known]
     train += list(extra_rows)
-    return Mix(train=train, eval_sets={"trained_unknown": list(trained_unknown), "trained_known": list(known),
-                                       "heldout": {}, "retention": []})
+    ids = dict.fromkeys([*trained_unknown, *known, *(r["fact_id"] for r in extra_rows)])
+    folder = write_mix_folder(Path(tempfile.mkdtemp(prefix="knowpack-test-mix-")), train,
+                              {"trained_unknown": list(trained_unknown), "trained_known": list(known),
+                               "heldout": {}, "retention": []}, [fact(fid) for fid in ids])
+    return MixFolder(folder)
 
 
 def config(**kw) -> EvalConfig:

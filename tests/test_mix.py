@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from artifact_fakes import category_row, write_probe_folder
 
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
@@ -36,7 +37,7 @@ def test_sizes_roles_and_disjoint_sets(tmp_path, kind):
     facts, cats = _world()
     summary = build_mixture(_config(extra=2, kind=kind), facts, cats, tmp_path)
     rows = read_jsonl(tmp_path / "train.jsonl")
-    assert summary["train_examples"] == len(rows) == 5 * 3
+    assert summary.train_examples == len(rows) == 5 * 3
     assert len({r["id"] for r in rows}) == len(rows)
     assert sum(r["role"] == "unknown" for r in rows) == 5 and sum(r["role"] == kind for r in rows) == 10
     sets = read_json(tmp_path / "eval_sets.json")
@@ -57,8 +58,8 @@ def test_sizes_roles_and_disjoint_sets(tmp_path, kind):
         assert {category[f] for f in sets["trained_known"]} == {want} and len(sets["trained_known"]) == 10
     manifest = read_json(tmp_path / "manifest.json")
     assert manifest["seed"] == 0 and manifest["config"]["kind"] == kind
-    assert manifest["example_ids"] == [r["id"] for r in rows]
-    assert manifest["summary"]["concentration"]["share"] == pytest.approx(
+    assert manifest["details"]["example_ids"] == [r["id"] for r in rows]
+    assert read_json(tmp_path / "summary.json")["concentration"]["share"] == pytest.approx(
         (3 if kind == "paraphrase" else 1) / 15, abs=1e-4)
     eval_facts = {r["id"] for r in read_jsonl(tmp_path / "eval_facts.jsonl")}
     assert trained | held <= eval_facts
@@ -101,9 +102,9 @@ def test_too_few_paraphrases_names_counts_unless_generated(tmp_path):
 def test_zero_extra_and_folder_reuse(tmp_path):
     facts, cats = _world()
     first = build_mixture(_config(), facts, cats, tmp_path)
-    assert first["train_examples"] == 5
+    assert first.train_examples == 5
     assert build_mixture(_config(), facts, cats, tmp_path) == first
-    with pytest.raises(KnowpackError, match="different mixture"):
+    with pytest.raises(KnowpackError, match="finished mix run with other settings"):
         build_mixture(_config(seed=5), facts, cats, tmp_path)
 
 
@@ -122,15 +123,15 @@ def test_cli_mix(tmp_path):
 
     facts, cats = _world()
     write_jsonl(tmp_path / "facts.jsonl", facts)
-    probe = tmp_path / "probe"
-    write_jsonl(probe / "categories.jsonl", cats)
+    probe = write_probe_folder(tmp_path / "probe", [category_row(c["id"], c["category"]) for c in cats])
     result = CliRunner().invoke(app, ["mix", "--probe", str(probe), "--facts", str(tmp_path / "facts.jsonl"),
                                       "--unknown", "4", "--extra", "1", "--kind", "highly_known",
                                       "--heldout-per-category", "3", "--out", str(tmp_path / "mix")])
     assert result.exit_code == 0, result.output
     assert "8 examples" in result.output
-    manifest = json.loads((tmp_path / "mix" / "manifest.json").read_text())
-    assert manifest["summary"]["probe_dir"] == str(probe.resolve())
+    from knowpack.mix.artifacts import MixFolder
+
+    assert MixFolder(tmp_path / "mix").probe_dir == probe.resolve()
 
 
 @pytest.mark.parametrize("extra", [0, 1, 10])
@@ -143,11 +144,35 @@ def test_paper_k_values_for_both_kinds(tmp_path, kind, extra):
     summary = build_mixture(_config(unknown=2, extra=extra, kind=kind), facts, cats, tmp_path,
                             paraphrases=generated if kind == "paraphrase" else None)
     rows = read_jsonl(tmp_path / "train.jsonl")
-    assert summary["train_examples"] == len(rows) == 2 * (1 + extra)
+    assert summary.train_examples == len(rows) == 2 * (1 + extra)
     assert sum(r["role"] == "unknown" for r in rows) == 2
     assert sum(r["role"] == kind for r in rows) == 2 * extra
     manifest = read_json(tmp_path / "manifest.json")
-    assert manifest["example_ids"] == [r["id"] for r in rows]
+    assert manifest["details"]["example_ids"] == [r["id"] for r in rows]
     if kind == "highly_known":
         sets = read_json(tmp_path / "eval_sets.json")
         assert len(set(sets["trained_known"])) == 2 * extra
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+def test_control_mixture_matches_the_cell_it_controls(tmp_path, extra):
+    """Same number of examples as n Unknown + n·k extras, only HighlyKnown facts, same held-out sets."""
+    from knowpack.mix.artifacts import MixFolder
+
+    facts, cats = _world()
+    cell = build_mixture(_config(unknown=2, extra=extra, kind="highly_known"), facts, cats, tmp_path / "cell")
+    control = build_mixture(_config(unknown=2, extra=extra, kind="control"), facts, cats, tmp_path / "control")
+    assert control.train_examples == cell.train_examples == 2 * (1 + extra)
+    folder = MixFolder(tmp_path / "control")
+    category = {c["id"]: c["category"] for c in cats}
+    assert {category[r.fact_id] for r in folder.train} == {"HighlyKnown"}
+    assert {r.role for r in folder.train} == {"control"}
+    assert folder.eval_sets.trained_unknown == []
+    assert folder.eval_sets.heldout == MixFolder(tmp_path / "cell").eval_sets.heldout
+    assert not folder.trained_ids & set(folder.eval_sets.ids("heldout"))
+
+
+def test_control_mixture_refuses_a_too_small_pool(tmp_path):
+    facts, cats = _world()
+    with pytest.raises(KnowpackError, match="HighlyKnown facts but only"):
+        build_mixture(_config(unknown=30, extra=5, kind="control"), facts, cats, tmp_path)

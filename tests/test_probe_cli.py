@@ -89,7 +89,7 @@ def test_cli_adapter_for_another_model(monkeypatch, capsys, tmp_path, tiny_model
 
 
 def test_cached_probe_runs_once_and_is_reused(tmp_path, tiny_model_dir, facts_file):
-    from knowpack.models.default_model import knowpack_home
+    from knowpack.paths import knowpack_home
     from knowpack.probe.cache import cached_probe
     from knowpack.probe.config import ProbeConfig
 

@@ -33,6 +33,9 @@ class ScriptedBackend:
     """hk: always right; mk: right on about half of the prompts; wk: greedy wrong, 1 in 8 samples
     right; uk: always wrong; ref: refuses. Answers depend only on the prompt (and seed)."""
 
+    # Every instance answers alike, so they share one identity (a resumed run may switch instances).
+    model_hash = "scripted-backend"
+
     def __init__(self):
         self.greedy_calls = 0
         self.sample_calls = 0

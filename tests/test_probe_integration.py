@@ -37,7 +37,7 @@ def test_default_model_knows_some_facts_and_not_others(tmp_path):
     cfg = ProbeConfig(prompts=2, shots=2, samples=0, max_new_tokens=12, batch_size=16)
     summary = run_probe(cfg, facts[:10], "default", tmp_path, shot_pool=facts[10:], progress=False)
     rows = {r["id"]: r for r in map(json.loads, (tmp_path / "categories.jsonl").read_text().splitlines())}
-    assert summary["n"] == 10
+    assert summary.n == 10
     known = {i for i, r in rows.items() if r["category"] in ("HighlyKnown", "MaybeKnown")}
     assert known and len(known) < len(rows)
     assert rows["i0"]["category"] == "HighlyKnown"  # Paris

@@ -6,7 +6,8 @@ import pytest
 
 from knowpack.errors import KnowpackError
 from knowpack.probe.config import ProbeConfig
-from knowpack.probe.runner import CATEGORY_FIELDS, greedy_answers_for, reliability, run_probe
+from knowpack.probe.artifacts import CategoryRow
+from knowpack.probe.runner import greedy_answers_for, reliability, run_probe
 from test_probe_fakes import CrashingBackend, ScriptedBackend, fact_set
 
 CFG = ProbeConfig(prompts=6, shots=2, samples=8, batch_size=8)
@@ -20,10 +21,10 @@ def test_outputs_follow_the_contract(tmp_path):
     facts = fact_set(60)
     summary = run_probe(CFG, facts, ScriptedBackend(), tmp_path, progress=False)
     rows = read_lines(tmp_path / "categories.jsonl")
-    held = set(summary["held_out_ids"])
+    held = set(summary.held_out_ids)
     assert len(held) == CFG.prompts * CFG.shots
     assert [r["id"] for r in rows] == [f.id for f in facts if f.id not in held]
-    assert all(list(r) == list(CATEGORY_FIELDS) for r in rows)
+    assert all(list(r) == list(CategoryRow.model_fields) for r in rows)
     by_kind = {}
     for fact in facts:
         if fact.id not in held:
@@ -38,11 +39,11 @@ def test_outputs_follow_the_contract(tmp_path):
     for name in ("generations.jsonl", "summary.json", "manifest.json", "shots.json"):
         assert (tmp_path / name).is_file()
     assert not (tmp_path / "categories.partial.jsonl").exists()
-    assert sum(summary["counts"].values()) == len(rows)
-    assert set(summary["per_tier"]) == {"head", "torso", "tail"}
+    assert sum(summary.counts.values()) == len(rows)
+    assert set(summary.per_tier) == {"head", "torso", "tail"}
     gens = read_lines(tmp_path / "generations.jsonl")
     assert {g["kind"] for g in gens} == {"greedy", "sample"}
-    assert len(gens) == summary["greedy_generations"] + summary["sampled_generations"]
+    assert len(gens) == summary.greedy_generations + summary.sampled_generations
     shots = json.loads((tmp_path / "shots.json").read_text())
     assert len(shots["sets"]) == CFG.prompts and {s["id"] for st in shots["sets"] for s in st} == held
 
@@ -63,19 +64,23 @@ def test_early_exit_keeps_categories_and_saves_work(tmp_path):
 def test_relation_pool_and_three_categories(tmp_path):
     cfg = CFG.model_copy(update={"shot_pool": "relation", "samples": 0})
     summary = run_probe(cfg, fact_set(40), ScriptedBackend(), tmp_path, progress=False)
-    assert summary["held_out_ids"] == [] and summary["n"] == 40
-    assert summary["counts"]["WeaklyKnown"] == 0
+    assert summary.held_out_ids == [] and summary.n == 40
+    assert summary.counts["WeaklyKnown"] == 0
 
 
-@pytest.mark.parametrize("crash_at", [1, 3, 7])
+@pytest.mark.parametrize("crash_at", [1, 3, 7, 40])
 def test_resume_after_kill_is_byte_identical(tmp_path, crash_at):
     facts = fact_set(50)
-    run_probe(CFG, facts, ScriptedBackend(), tmp_path / "clean", progress=False)
+    first = ScriptedBackend()
+    run_probe(CFG, facts, first, tmp_path / "clean", progress=False)
     with pytest.raises(KeyboardInterrupt):
         run_probe(CFG, facts, CrashingBackend(ScriptedBackend(), crash_at), tmp_path / "resumed", progress=False)
     assert not (tmp_path / "resumed" / "categories.jsonl").exists()
+    partial = (tmp_path / "resumed" / "categories.partial.jsonl").read_text().splitlines()
     second = ScriptedBackend()
     run_probe(CFG, facts, second, tmp_path / "resumed", progress=False)
+    if len(partial) > 1:  # whole chunks finished before the kill are not probed again
+        assert second.generated < first.generated
     for name in ("categories.jsonl", "generations.jsonl"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "clean" / name).read_bytes()
 
@@ -90,7 +95,7 @@ def test_finished_run_is_reused(tmp_path):
 
 def test_limit_probes_first_facts(tmp_path):
     summary = run_probe(CFG, fact_set(40), ScriptedBackend(), tmp_path, progress=False, limit=5)
-    assert summary["n"] == 5
+    assert summary.n == 5
 
 
 @pytest.mark.parametrize("update, n_facts, match", [

@@ -6,13 +6,19 @@ produce byte-identical results.csv files.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 import pandas as pd
 
-CATS = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from knowpack.evaluate.artifacts import EvalMeta, EvalMetrics
+from knowpack.io import write_json
+from knowpack.manifest import stamp
+from knowpack.mix.artifacts import EvalSets
+from knowpack.mix.config import mixture_label
+from knowpack.probe.slick import CATEGORIES as CATS
+from knowpack.study.artifacts import CellRecord, CellStatus, StudyRecord
+
 N_FACTS = 60
 
 
@@ -60,8 +66,11 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
         "benchmarks": ({"mmlu": {"base": {"acc": 0.30}, "adapted": {"acc": round(0.30 - 0.001 * n, 4)}}}
                        if benchmarks else {"status": "not configured"}),
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    meta = EvalMeta(model_hash="fake", adapter="adapter", adapter_hash="fake", mix="mix", n_facts=len(categories),
+                    n_trained_facts=len(trained), probe_config={})
+    EvalMetrics(meta=meta, **metrics).write(out_dir)
     pd.DataFrame({"id": [c["id"] for c in categories],
+                  "trained": [c["id"] in trained for c in categories],
                   "base_category": [c["category"] for c in categories],
                   "adapted_category": [after[c["id"]] for c in categories]}).to_parquet(out_dir / "per_fact.parquet")
     rows = [{"comparison": "base→adapted", "group": "untrained", "subgroup": "all", "from": a, "to": b,
@@ -69,7 +78,7 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
     rows += [{"comparison": "base→base(other seed)", "group": "untrained", "subgroup": "all", "from": a, "to": b,
               "count": int(a == b) * 10, "share": None} for a in CATS for b in CATS]
     pd.DataFrame(rows).to_csv(out_dir / "transitions.csv", index=False)
-    (out_dir / "manifest.json").write_text("{}")
+    stamp(out_dir, stage="evaluate", config={}, key="fake", inputs={"model": "fake"})
     return metrics
 
 
@@ -83,9 +92,15 @@ def write_fake_curve(train_dir: Path, *, epochs: int, extra: int, seed: int) -> 
     pd.DataFrame(rows).to_csv(train_dir / "curve.csv", index=False)
 
 
+def write_fake_training(train_dir: Path, *, epochs: int, extra: int, seed: int) -> None:
+    """A finished training folder: curve, adapter config and the summary written last."""
+    write_fake_curve(train_dir, epochs=epochs, extra=extra, seed=seed)
+    write_json(train_dir / "train_summary.json", {"epochs_run": epochs})
+
+
 def make_fake_study(root: Path, *, ns=(10, 50), mixtures=((0, "paraphrase"), (10, "paraphrase")),
                     seeds=(1, 2), benchmarks: bool = True, failed: int = 0) -> Path:
-    """A hand-made study folder (study.json + cells/*) as `study run` leaves it."""
+    """A study folder (study.json + cells/*) as `study run` leaves it, written through its artifact classes."""
     categories = fake_categories()
     keys = []
     for n in ns:
@@ -95,23 +110,17 @@ def make_fake_study(root: Path, *, ns=(10, 50), mixtures=((0, "paraphrase"), (10
                 keys.append(key)
                 cell = root / "cells" / key
                 trained = [c["id"] for c in categories if c["category"] == "Unknown"][: max(1, n // 10)]
-                mixture = "w/o" if extra == 0 else f"{extra} {'Para' if kind == 'paraphrase' else 'HK'}"
-                cell.mkdir(parents=True)
-                (cell / "cell.json").write_text(json.dumps({
-                    "key": key, "mixture": mixture,
-                    "axes": {"unknown": n, "extra": extra, "kind": kind, "seed": seed}}))
-                (cell / "mix").mkdir()
-                (cell / "mix" / "eval_sets.json").write_text(json.dumps({"trained_unknown": trained}))
+                CellRecord(key=key, eval_key="e1", mixture=mixture_label(extra, kind),
+                           axes={"unknown": n, "extra": extra, "kind": kind, "seed": seed}, mix={}, train={}
+                           ).write(cell)
+                EvalSets(trained_unknown=trained).write(cell / "mix")
                 if failed and len(keys) <= failed:
-                    (cell / "status.json").write_text(json.dumps({"state": "failed", "error": "RuntimeError: boom"}))
+                    CellStatus(state="failed", error="RuntimeError: boom").write(cell)
                     continue
-                write_fake_curve(cell / "train", epochs=3, extra=extra, seed=seed)
-                (cell / "train" / "train_summary.json").write_text("{}")
-                write_fake_eval(cell / "eval", n=n, extra=extra, kind=kind, seed=seed, trained=trained,
+                write_fake_training(cell / "train", epochs=3, extra=extra, seed=seed)
+                write_fake_eval(cell / "eval" / "e1", n=n, extra=extra, kind=kind, seed=seed, trained=trained,
                                 categories=categories, benchmarks=benchmarks)
-                (cell / "status.json").write_text(json.dumps({
-                    "state": "done", "timings": {"mix": 0.1, "train": 2.0, "evaluate": 1.0}, "seconds": 3.1}))
-    (root / "study.json").write_text(json.dumps({
-        "name": "fake", "identity": {"model": "tiny"}, "cells": keys,
-        "spec": {"name": "fake", "grid": {"unknown": list(ns), "seed": list(seeds)}}}))
+                CellStatus(state="done", timings={"mix": 0.1, "train": 2.0, "evaluate": 1.0}, seconds=3.1).write(cell)
+    StudyRecord(name="fake", identity={"model": "tiny"}, cells=keys,
+                spec={"name": "fake", "grid": {"unknown": list(ns), "seed": list(seeds)}}).write(root)
     return root

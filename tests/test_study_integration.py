@@ -11,7 +11,7 @@ from rich.console import Console
 
 from knowpack.report.html import build_report
 from knowpack.study.runner import run_study
-from knowpack.study.spec import load_study
+from knowpack.study.plan import load_study
 
 
 def _facts(path, n=24):

@@ -9,13 +9,15 @@ import pandas as pd
 import pytest
 import yaml
 from rich.console import Console
+from artifact_fakes import category_row, write_mix_folder, write_probe_folder
 from test_study_fakes import N_FACTS, fake_categories, write_fake_curve, write_fake_eval
 
 from knowpack.facts.schema import Fact
-from knowpack.io import read_json
+from knowpack.io import read_json, write_json
+from knowpack.mix.artifacts import EvalSets, MixFolder
 from knowpack.study.grid import expand_grid
 from knowpack.study.runner import Stages, run_study
-from knowpack.study.spec import load_study
+from knowpack.study.plan import load_study
 from knowpack.study.status import status_rows, status_table
 
 TIMING_COLUMNS = ["train_seconds", "wall_seconds"]
@@ -55,19 +57,17 @@ class FakeStages:
 
     def run_probe(self, config, facts, model, out_dir, *, progress=True):
         self._count("run_probe")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cats = fake_categories(len(facts))
-        (out_dir / "categories.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cats))
-        (out_dir / "shots.json").write_text(json.dumps({"shot_sets": []}))
-        (out_dir / "summary.json").write_text("{}")
+        rows = [category_row(facts[i].id, c["category"]) for i, c in enumerate(fake_categories(len(facts)))]
+        write_probe_folder(out_dir, rows, config=config)
 
     def build_mixture(self, config, facts, categories, out_dir, *, probe_dir=None):
         self._count("build_mixture")
-        out_dir.mkdir(parents=True, exist_ok=True)
         unknown = [c["id"] for c in categories if c["category"] == "Unknown"][: config.unknown]
-        (out_dir / "eval_sets.json").write_text(json.dumps({"trained_unknown": unknown, "retention": []}))
-        (out_dir / "train.jsonl").write_text("")
-        (out_dir / "manifest.json").write_text(json.dumps({"probe_dir": str(probe_dir)}))
+        by_id = {f.id: f for f in facts}
+        rows = [{"id": f"{fid}#unknown", "fact_id": fid, "question": by_id[fid].question,
+                 "answer": by_id[fid].answer, "role": "unknown"} for fid in unknown]
+        write_mix_folder(out_dir, rows, {"trained_unknown": unknown}, [by_id[fid] for fid in unknown],
+                         probe_dir=probe_dir)
 
     def train_adapter(self, config, model, train_path, out_dir, *, curve_facts=None, retention_facts=None,
                       probe_config=None, shot_sets=None, progress=True):
@@ -79,13 +79,13 @@ class FakeStages:
         write_fake_curve(out_dir, epochs=config.epochs, extra=0, seed=config.seed)
         if self.kill_on_call == n:
             raise Killed()  # after the curve, before train_summary.json: a half-finished stage
-        (out_dir / "train_summary.json").write_text("{}")
+        write_json(out_dir / "train_summary.json", {"epochs_run": config.epochs})
 
     def evaluate(self, config, model, adapter_dir, mix_dir, out_dir, *, progress=True):
         self._count("evaluate")
         cell = json.loads((Path(adapter_dir).parents[1] / "cell.json").read_text())  # cells/<key>/train/adapter
         axes = cell["axes"]
-        trained = read_json(mix_dir / "eval_sets.json")["trained_unknown"]
+        trained = EvalSets.read(mix_dir).trained_unknown
         write_fake_eval(out_dir, n=axes["unknown"], extra=axes["extra"], kind=axes["kind"], seed=axes["seed"],
                         trained=trained, categories=fake_categories(N_FACTS))
 
@@ -107,8 +107,7 @@ def write_spec(tmp_path: Path, out: str = "out", **changes) -> Path:
 
 
 def _run(path, fakes, **kw):
-    return run_study(load_study(path, kw.pop("overrides", None)), stages=fakes.stages(), progress=False,
-                     console=Console(quiet=True), **kw)
+    return run_study(load_study(path, kw.pop("overrides", None)), stages=fakes.stages(), progress=False, **kw)
 
 
 def test_runs_every_cell_then_skips_finished_ones(tmp_path):
@@ -122,7 +121,7 @@ def test_runs_every_cell_then_skips_finished_ones(tmp_path):
         folder = run.out_dir / "cells" / cell.key
         assert read_json(folder / "status.json")["state"] == "done"
         assert read_json(folder / "cell.json")["axes"] == cell.axes
-        assert (folder / "mix" / "manifest.json").read_text().count("base")  # mix sees the base probe folder
+        assert MixFolder(folder / "mix").probe_dir.parent.name == "base"  # mix sees the base probe folder
     results = pd.read_csv(run.out_dir / "results.csv")
     assert len(results) == 8 and set(results["state"]) == {"done"}
     assert (run.out_dir / "summary.csv").is_file()

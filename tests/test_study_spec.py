@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from knowpack.errors import KnowpackError
 from knowpack.study.grid import expand_grid
-from knowpack.study.spec import load_study, parse_study
+from knowpack.study.plan import load_study, parse_study
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,17 +30,17 @@ def error_of(spec: dict, overrides=None) -> str:
 
 
 @pytest.mark.parametrize("spec, expected", [
-    (raw(colour="red"), "colour: Extra inputs are not permitted"),
+    (raw(colour="red"), "colour: unknown key"),
     (raw(grid={"unknown": []}), "grid.unknown: must not be empty"),
     (raw(grid={"unknown": [1], "kind": ["haiku"]}), "grid.kind: unknown kind(s) ['haiku']"),
-    (raw(grid={"unknown": [1], "sed": [1]}), "grid.sed: Extra inputs are not permitted"),
+    (raw(grid={"unknown": [1], "sed": [1]}), "grid.sed: unknown key"),
     (raw(train={"preset": "smollm2", "epochs": "many"}), "train.epochs: Input should be a valid integer"),
-    (raw(train={"preset": "smollm2", "epoch": 3}), "train.epoch: Extra inputs are not permitted"),
+    (raw(train={"preset": "smollm2", "epoch": 3}), "train.epoch: unknown key"),
     (raw(train={"preset": "nope"}), "train.preset: unknown training preset 'nope'"),
     (raw(probe={"prompts": 0}), "probe.prompts: Input should be greater than or equal to 1"),
-    (raw(eval={"benchmark": ["mmlu"]}), "eval.benchmark: Extra inputs are not permitted"),
+    (raw(eval={"benchmark": ["mmlu"]}), "eval.benchmark: unknown key"),
     (raw(mix={"heldout_per_category": -1}), "mix.heldout_per_category: Input should be greater than or equal to 0"),
-    ({"grid": {"unknown": [1]}}, "name: Field required"),
+    ({"grid": {"unknown": [1]}}, "name: required key is missing"),
 ])
 def test_errors_name_the_key(spec, expected):
     assert expected in error_of(spec)

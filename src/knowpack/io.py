@@ -145,3 +145,28 @@ def write_manifest(folder: str | os.PathLike, *, stage: str, config: Any, seed: 
         manifest.update(extra)
     write_json(Path(folder) / MANIFEST_NAME, manifest)
     return manifest
+
+
+def _strict_yaml_loader():
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML lets the last win)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+                seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys (raises ``yaml.YAMLError``)."""
+    import yaml
+
+    return yaml.load(text, Loader=_strict_yaml_loader())  # noqa: S506 - a SafeLoader subclass

@@ -17,7 +17,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -27,6 +27,7 @@ from knowpack.errors import KnowpackError
 from knowpack.io import dumps_line, write_json, write_text
 
 A = TypeVar("A", bound="JsonArtifact")
+M = TypeVar("M", bound=BaseModel)
 R = TypeVar("R", bound="RowArtifact")
 
 
@@ -53,14 +54,19 @@ class StrictModel(BaseModel):
         return value
 
 
-def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
-    """Turn a pydantic error into ``key.path: message`` lines (``prefix``: the section's own path).
+def validation_problems(error: ValidationError, prefix: str = "",
+                        rename: Callable[[str], str] | None = None) -> list[str]:
+    """Turn a pydantic error into ``key.path: message`` lines (``prefix``: the section's own path;
+    ``rename``: how the first key is spelled where the user wrote it, e.g. as a CLI option).
 
     The one place where validation errors become text, so every command words them alike.
     """
     lines = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in [*([prefix] if prefix else []), *item["loc"]])
+        parts = [str(p) for p in item["loc"]]
+        if rename is not None and parts:
+            parts[0] = rename(parts[0])
+        loc = ".".join([*([prefix] if prefix else []), *parts])
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -70,9 +76,18 @@ def validation_problems(error: ValidationError, prefix: str = "") -> list[str]:
     return lines
 
 
-def invalid(what: str, error: ValidationError, *, hint: str, prefix: str = "") -> KnowpackError:
+def validate_config(cls: type[M], data: dict[str, Any], path: str) -> tuple[M | None, list[str]]:
+    """Validate one config section; returns (config or None, problem lines named by full key path)."""
+    try:
+        return cls.model_validate(data), []
+    except ValidationError as exc:
+        return None, validation_problems(exc, path)
+
+
+def invalid(what: str, error: ValidationError, *, hint: str, prefix: str = "",
+            rename: Callable[[str], str] | None = None) -> KnowpackError:
     """A user error for a config that failed validation: one line per problem, one hint."""
-    problems = validation_problems(error, prefix)
+    problems = validation_problems(error, prefix, rename)
     if len(problems) == 1:
         return KnowpackError(f"invalid {what}: {problems[0]}", hint=hint)
     return KnowpackError(f"invalid {what}:\n" + "\n".join(f"  {p}" for p in problems), hint=hint)

@@ -7,91 +7,83 @@ from typing import Optional
 
 import typer
 
-
-def _config(config_file: Optional[Path], overrides: dict):
-    """EvalConfig from an optional YAML file (a bare config or a study's `eval:` section) + CLI options."""
-    import yaml
-    from pydantic import ValidationError
-
-    from knowpack.errors import KnowpackError
-    from knowpack.evaluate.config import EvalConfig
-
-    data: dict = {}
-    if config_file is not None:
-        try:
-            data = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise KnowpackError(f"cannot read {config_file}: {exc}", hint="pass a YAML file") from None
-        if not isinstance(data, dict):
-            data = {}
-        data = data.get("eval", data.get("evaluate", data))  # a study YAML nests it under `eval:`
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return EvalConfig(**data)
-    except ValidationError as exc:
-        raise KnowpackError(f"invalid evaluation config: {exc}".splitlines()[0] + "\n" + str(exc),
-                            hint="see `knowpack evaluate --help` for the options") from None
+from knowpack.cli.options import build_config, config_option
+from knowpack.evaluate.config import EvalConfig
 
 
-def _print_summary(metrics: dict, out: Path) -> None:
-    from rich.console import Console
+def _yaml_section(config_file: Optional[Path]) -> dict:
+    """EvalConfig fields from a YAML file: a bare config, or a study YAML's ``eval:`` section."""
+    if config_file is None:
+        return {}
+    from knowpack.study.spec import read_yaml
 
-    console = Console()
+    data = read_yaml(config_file)
+    return data.get("eval", data) if "eval" in data else data
 
-    def fmt(x) -> str:
-        return "n/a" if x is None else f"{x:.3f}"
 
-    rel = metrics.get("reliability", {})
+def _split(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _summary_lines(metrics) -> list[str]:
+    """The headline numbers of an evaluation, one line each."""
+    lines = []
+    rel = metrics.value("reliability")
     if rel:
         gen = rel.get("generalization", {})
-        console.print(f"reliability {fmt(rel.get('reliability'))} on {rel.get('n_facts')} trained Unknown facts"
-                      + (f"; held-out paraphrases {fmt(gen.get('reliability'))}" if "reliability" in gen else ""))
-    shifts = metrics.get("shifts", {}).get("untrained", {})
+        lines.append(f"reliability {_fmt(rel.get('reliability'))} on {rel.get('n_facts')} trained Unknown facts"
+                     + (f"; held-out paraphrases {_fmt(gen.get('reliability'))}" if "reliability" in gen else ""))
+    shifts = metrics.value("shifts.untrained")
     if shifts:
         s, noise = shifts["all"], shifts.get("noise_floor") or {}
-        console.print(f"untrained facts (n={s['n']}): positive shift {fmt(s['positive_share'])} "
-                      f"(noise {fmt(noise.get('positive_share'))}), negative {fmt(s['negative_share'])} "
-                      f"(noise {fmt(noise.get('negative_share'))})")
-    ref = metrics.get("refusals", {}).get("all", {})
+        lines.append(f"untrained facts (n={s['n']}): positive shift {_fmt(s['positive_share'])} "
+                     f"(noise {_fmt(noise.get('positive_share'))}), negative {_fmt(s['negative_share'])} "
+                     f"(noise {_fmt(noise.get('negative_share'))})")
+    ref = metrics.value("refusals.all")
     if ref:
-        console.print(f"refusals (facts): base {fmt(ref['base']['fact_rate'])} → adapted {fmt(ref['adapted']['fact_rate'])}")
-    for name, result in metrics.get("benchmarks", {}).items():
+        lines.append(f"refusals (facts): base {_fmt(ref['base']['fact_rate'])} → adapted {_fmt(ref['adapted']['fact_rate'])}")
+    for name, result in (metrics.value("benchmarks") or {}).items():
         if name == "harness":
             continue
         if result.get("status"):
-            console.print(f"{name}: {result['status']} ({result.get('hint', '')})")
+            lines.append(f"{name}: {result['status']} ({result.get('hint', '')})")
         else:
             keys = [k for k in result if k.startswith("delta_")]
-            parts = [f"{k[6:]} {fmt(result['base'].get(k[6:]))} → {fmt(result['adapted'].get(k[6:]))}" for k in keys]
-            console.print(f"{name}: " + ", ".join(parts))
-    console.print(f"wrote {out}/metrics.json, per_fact.parquet, transitions.csv")
+            lines.append(f"{name}: " + ", ".join(f"{k[6:]} {_fmt(result['base'].get(k[6:]))} → "
+                                                  f"{_fmt(result['adapted'].get(k[6:]))}" for k in keys))
+    return lines
 
 
 def command(
     adapter: Path = typer.Option(..., "--adapter", help="Adapter folder written by `knowpack train`."),
-    mix: Path = typer.Option(..., "--mix", help="Mix folder (train.jsonl, eval_sets.json) the adapter was trained on."),
+    mix: Path = typer.Option(..., "--mix", help="Mix folder the adapter was trained on."),
     out: Path = typer.Option(..., "--out", help="Output folder."),
     model: str = typer.Option("default", "--model", help="Base model: `default`, a local folder, a .gguf file or a hub id."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with EvalConfig fields, or a study YAML (its `eval:` section is used)."),
-    facts: Optional[str] = typer.Option(None, "--facts", help="Fact file the base probe ran on (default: from the manifests)."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: all)."),
-    benchmarks: Optional[str] = typer.Option(None, "--benchmarks", help="Comma-separated: mmlu,truthfulqa; `none` to skip."),
-    mmlu_limit: Optional[int] = typer.Option(None, "--mmlu-limit", help="MMLU questions per subject."),
-    mmlu_subjects: Optional[str] = typer.Option(None, "--mmlu-subjects", help="Comma-separated MMLU subjects."),
-    truthfulqa: Optional[Path] = typer.Option(None, "--truthfulqa", help="Local TruthfulQA file (JSON/JSONL/Parquet/CSV)."),
-    max_untrained: Optional[int] = typer.Option(None, "--max-untrained", help="Re-probe at most this many untrained facts."),
-    noise_floor: Optional[bool] = typer.Option(None, "--noise-floor/--no-noise-floor", help="Probe the base model again with another seed."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress lines."),
+    facts: Optional[str] = config_option(EvalConfig, "facts"),
+    metrics: Optional[str] = config_option(EvalConfig, "metrics", help="Comma-separated metric names."),
+    benchmarks: Optional[str] = config_option(EvalConfig, "benchmarks", help="Comma-separated: mmlu,truthfulqa; `none` to skip."),
+    mmlu_limit: Optional[int] = config_option(EvalConfig, "mmlu_limit"),
+    mmlu_subjects: Optional[str] = config_option(EvalConfig, "mmlu_subjects", help="Comma-separated MMLU subjects."),
+    truthfulqa: Optional[Path] = config_option(EvalConfig, "truthfulqa_path", "--truthfulqa"),
+    max_untrained: Optional[int] = config_option(EvalConfig, "max_untrained"),
+    noise_floor: Optional[bool] = config_option(EvalConfig, "noise_floor", "--noise-floor/--no-noise-floor"),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Evaluate an adapter: reliability, knowledge shifts vs noise floor, refusals, collapse, benchmarks."""
     from knowpack.evaluate.runner import evaluate
 
-    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()])  # noqa: E731
-    overrides = {
-        "facts": facts, "metrics": split(metrics) if metrics else None,
-        "benchmarks": ([] if benchmarks.strip() == "none" else split(benchmarks)) if benchmarks is not None else None,
-        "mmlu_limit": mmlu_limit, "mmlu_subjects": split(mmlu_subjects) if mmlu_subjects else None,
-        "truthfulqa_path": truthfulqa, "max_untrained": max_untrained, "noise_floor": noise_floor,
+    options = {
+        "facts": facts, "metrics": _split(metrics), "max_untrained": max_untrained, "noise_floor": noise_floor,
+        "benchmarks": None if benchmarks is None else ([] if benchmarks.strip() == "none" else _split(benchmarks)),
+        "mmlu_limit": mmlu_limit, "mmlu_subjects": _split(mmlu_subjects), "truthfulqa_path": truthfulqa,
     }
-    result = evaluate(_config(config, overrides), model, adapter, mix, out, progress=not quiet)
-    _print_summary(result, out)
+    eval_config = build_config(EvalConfig, options, command="knowpack evaluate", base=_yaml_section(config))
+    result = evaluate(eval_config, model, adapter, mix, out, progress=not quiet)
+    for line in _summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"wrote {out}/metrics.json, per_fact.parquet, transitions.csv")

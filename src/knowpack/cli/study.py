@@ -21,22 +21,21 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run every cell of the study; finished cells are skipped, interrupted ones resume."""
+    from knowpack.study.plan import load_study
     from knowpack.study.runner import run_study
-    from knowpack.study.spec import load_study
     from knowpack.study.status import status_rows, status_table
     from knowpack.study.store import require_mlflow
 
-    console = Console(stderr=True)
     study = load_study(config, set_ or [])
     if mlflow:
         require_mlflow()  # fail before hours of work, not after the first cell
-    result = run_study(study, progress=not quiet, console=console, mlflow=mlflow)
-    rows = status_rows(result.out_dir, [c.key for c in result.cells])
-    Console().print(status_table(rows, title=f"study {study.spec.name}"))
-    Console().print(f"results: {result.out_dir / 'results.csv'}  (report: knowpack report {result.out_dir})")
+    result = run_study(study, progress=not quiet, mlflow=mlflow)
+    out = Console()
+    out.print(status_table(status_rows(result.out_dir, [c.key for c in result.cells]), title=f"study {study.spec.name}"))
+    out.print(f"results: {result.out_dir / 'results.csv'}  (report: knowpack report {result.out_dir})")
     if result.failed:
-        console.print(f"[red]{len(result.failed)} cell(s) failed[/]; see error.log in their folders, "
-                      "rerun the same command to retry them")
+        Console(stderr=True).print(f"[red]{len(result.failed)} cell(s) failed[/]; see error.log in their folders, "
+                                   "rerun the same command to retry them")
         raise typer.Exit(1)
 
 
@@ -47,7 +46,7 @@ def status(
 ) -> None:
     """Show a table of the study's cells: pending, running, done, failed or interrupted."""
     from knowpack.study.grid import expand_grid
-    from knowpack.study.spec import load_study
+    from knowpack.study.plan import load_study
     from knowpack.study.status import status_rows, status_table
 
     study = load_study(config, set_ or [])

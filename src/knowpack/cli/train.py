@@ -8,63 +8,14 @@ from typing import Optional
 import typer
 
 from knowpack.errors import KnowpackError
-
-
-def curve_inputs(train_file: Path) -> dict:
-    """Curve facts, retention facts and shot sets found next to ``train_file`` (written by `knowpack mix`).
-
-    Missing files mean no curves (loss only); they are not an error.
-    """
-    from knowpack.facts.schema import Fact
-    from knowpack.io import read_json, read_jsonl
-
-    folder = Path(train_file).parent
-    sets_file, facts_file = folder / "eval_sets.json", folder / "eval_facts.jsonl"
-    if not (sets_file.is_file() and facts_file.is_file()):
-        return {}
-    sets = read_json(sets_file)
-    by_id = {row["id"]: Fact(**row) for row in read_jsonl(facts_file)}
-    inputs: dict = {"curve_facts": [by_id[i] for i in sets.get("trained_unknown", []) if i in by_id],
-                    "retention_facts": [by_id[i] for i in sets.get("retention", []) if i in by_id]}
-    # Without the probe's shots.json, shots come from held-out facts that are evaluated by
-    # neither curve, so no fact is ever a shot in its own prompt.
-    evaluated = set(sets.get("trained_unknown", [])) | set(sets.get("retention", []))
-    inputs["shot_pool"] = [f for i, f in by_id.items() if i not in evaluated and i not in sets.get("trained_known", [])]
-    manifest = folder / "manifest.json"
-    probe_dir = read_json(manifest).get("summary", {}).get("probe_dir") if manifest.is_file() else None
-    if probe_dir:
-        probe_dir = Path(probe_dir)
-        if (probe_dir / "shots.json").is_file():
-            inputs["shot_sets"] = read_json(probe_dir / "shots.json")
-        probe_manifest = probe_dir / "manifest.json"
-        if probe_manifest.is_file():
-            from knowpack.probe.config import ProbeConfig
-
-            config = read_json(probe_manifest).get("config")
-            if isinstance(config, dict):
-                inputs["probe_config"] = ProbeConfig(**config)
-    return inputs
-
-
-def _shot_sets(inputs: dict) -> dict:
-    """Replace the spare ``shot_pool`` by shot sets when the probe folder gave none."""
-    pool = inputs.pop("shot_pool", None)
-    if "shot_sets" in inputs or not inputs.get("curve_facts") or not pool:
-        return inputs
-    from knowpack.probe.config import ProbeConfig
-    from knowpack.probe.prompts import build_shot_sets
-
-    config = inputs.setdefault("probe_config", ProbeConfig())
-    if config.shot_pool == "fixed" and len(pool) >= config.prompts * config.shots:
-        inputs["shot_sets"] = build_shot_sets(pool, config)
-    return inputs
+from knowpack.train.config import DEFAULT_PRESET
 
 
 def command(
     model: str = typer.Option("default", "--model", help="`default`, a local folder, a .gguf file or a hub id."),
     train: Path = typer.Option(..., "--train", help="train.jsonl written by `knowpack mix`."),
     out: Path = typer.Option(..., "--out", help="Output folder (adapter/, checkpoints/, curve.csv)."),
-    preset: str = typer.Option("paper", "--preset", help="paper | smollm2 (options below override it)."),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="paper | smollm2 (options below override it)."),
     rank: Optional[int] = typer.Option(None, "--rank"),
     alpha: Optional[float] = typer.Option(None, "--alpha"),
     rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
@@ -87,7 +38,12 @@ def command(
                          targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None)
     if not Path(train).is_file():
         raise KnowpackError(f"training file not found: {train}", hint="build it with `knowpack mix --out DIR`")
-    summary = train_adapter(config, model, train, out, progress=not quiet, **_shot_sets(curve_inputs(train)))
+    from knowpack.mix.artifacts import is_done as mixed
+    from knowpack.train.inputs import curve_inputs
+
+    # A train.jsonl inside a finished mix folder brings its curve facts and the probe's prompts.
+    curves = curve_inputs(Path(train).parent).as_kwargs() if mixed(Path(train).parent) else {}
+    summary = train_adapter(config, model, train, out, progress=not quiet, **curves)
     final = summary.get("final") or {}
     parts = [f"adapter: {summary['adapter']}", f"epochs {summary['epochs_run']}/{summary['epochs_planned']}"]
     if final.get("reliability") is not None:

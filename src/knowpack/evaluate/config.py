@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from knowpack.schema import StrictModel
 
 BENCHMARK_NAMES: tuple[str, ...] = ("mmlu", "truthfulqa")
 
 
-class EvalConfig(BaseModel, extra="forbid"):
+class EvalConfig(StrictModel):
     """Settings of one evaluation (DESIGN.md "Configs split by concern").
 
     ``probe`` holds ProbeConfig fields that override the base probe's own settings (read from the

@@ -9,97 +9,30 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.registry import INPUTS, evaluation_input
-from knowpack.io import read_json, read_jsonl
+from knowpack.mix.artifacts import MixFolder
+from knowpack.models.adapters import adapter_hash, attach_adapter
+from knowpack.probe.artifacts import ProbeFolder
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class Mix:
-    """A mixture folder: training examples, evaluation id sets and the manifest."""
-
-    train: list[dict]
-    eval_sets: dict[str, Any]
-    manifest: dict[str, Any] = field(default_factory=dict)
-    folder: Path | None = None
-
-    @classmethod
-    def read(cls, folder: str | Path) -> "Mix":
-        """Read ``train.jsonl``, ``eval_sets.json`` and ``manifest.json`` of a `knowpack mix` folder."""
-        folder = Path(folder)
-        missing = [n for n in ("train.jsonl", "eval_sets.json") if not (folder / n).is_file()]
-        if missing:
-            raise KnowpackError(f"{folder} is not a mix folder (missing {', '.join(missing)})",
-                                hint="pass the folder written by `knowpack mix`")
-        manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
-        return cls(train=read_jsonl(folder / "train.jsonl"), eval_sets=read_json(folder / "eval_sets.json"),
-                   manifest=manifest, folder=folder)
-
-    @property
-    def trained_ids(self) -> set[str]:
-        """Every fact id with at least one training example (Unknown targets, known extras, paraphrased)."""
-        return {row["fact_id"] for row in self.train}
-
-    @property
-    def trained_unknown(self) -> list[str]:
-        """Ids of the trained Unknown facts (eval_sets.json, else the train rows with role "unknown")."""
-        return self.eval_ids("trained_unknown") or list(dict.fromkeys(
-            r["fact_id"] for r in self.train if r.get("role") == "unknown"))
-
-    @property
-    def target_answers(self) -> list[str]:
-        """Distinct answers the adapter was trained to produce."""
-        return list(dict.fromkeys(row["answer"] for row in self.train))
-
-    @property
-    def train_questions(self) -> set[str]:
-        """Normalized keys of every question in train.jsonl (paraphrases included)."""
-        from knowpack.evaluate.metrics.reliability import question_key
-
-        return {question_key(row["question"]) for row in self.train}
-
-    def eval_ids(self, name: str) -> list[str]:
-        """Ids of one eval set; dict-valued sets (``heldout``) are flattened."""
-        value = self.eval_sets.get(name) or []
-        if isinstance(value, dict):
-            return [fid for ids in value.values() for fid in ids]
-        return list(value)
-
-    def all_eval_ids(self) -> list[str]:
-        """Every fact id named in eval_sets.json, once."""
-        return list(dict.fromkeys(fid for name in self.eval_sets for fid in self.eval_ids(name)))
-
-    @property
-    def probe_dir(self) -> Path | None:
-        """The base-model probe folder the mix was built from (as recorded in its manifest)."""
-        raw = self.manifest.get("probe_dir") or (self.manifest.get("summary") or {}).get("probe_dir") \
-            or (self.manifest.get("key") or {}).get("probe_dir")
-        if not raw:
-            return None
-        path = Path(raw)
-        if not path.is_absolute() and self.folder is not None and not path.exists():
-            path = self.folder / path
-        return path
-
-
-def read_probe(folder: Path) -> dict[str, dict]:
-    """``categories.jsonl`` of a probe folder as ``{fact_id: row}``."""
-    path = Path(folder) / "categories.jsonl"
-    if not path.is_file():
-        raise KnowpackError(f"no categories.jsonl in {folder}", hint="pass a folder written by `knowpack probe`")
-    return {row["id"]: row for row in read_jsonl(path)}
+def probe_rows(folder: Path) -> dict[str, dict]:
+    """A probe folder's categories as ``{fact_id: categories.jsonl row}`` dicts (what metrics consume)."""
+    return {fid: row.model_dump(mode="json") for fid, row in ProbeFolder(folder).rows.items()}
 
 
 class EvalContext:
     """Lazily computes and caches the inputs of one evaluation run."""
 
     def __init__(self, config, loaded, adapter_dir: Path, mix_dir: Path, out_dir: Path, *,
-                 progress: bool = True, mix: Mix | None = None):
+                 progress: bool = True, mix: MixFolder | None = None):
         self.config, self.loaded = config, loaded
         self.adapter_dir, self.mix_dir, self.out_dir = Path(adapter_dir), Path(mix_dir), Path(out_dir)
         self.progress = progress
@@ -116,7 +49,7 @@ class EvalContext:
                 raise RuntimeError(f"evaluation inputs depend on each other in a cycle: {self._active + [name]}")
             self._active.append(name)
             try:
-                self.say(f"computing {name}")
+                log.debug("evaluate: computing %s", name)
                 self._values[name] = INPUTS[name](self)
             finally:
                 self._active.pop()
@@ -131,13 +64,6 @@ class EvalContext:
         wrapped = self._values.pop("adapted_model", None)
         if wrapped is not None:
             wrapped.model.unload()
-
-    def say(self, message: str) -> None:
-        """One progress line on stderr (unless progress is off)."""
-        if self.progress:
-            from rich.console import Console
-
-            Console(stderr=True).print(f"[dim]evaluate:[/] {message}", highlight=False)
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[Any]:
@@ -158,30 +84,26 @@ def _view(loaded, model, model_hash: str | None = None):
 
 
 @evaluation_input("mix")
-def _mix(ctx: EvalContext) -> Mix:
-    return Mix.read(ctx.mix_dir)
+def _mix(ctx: EvalContext) -> MixFolder:
+    return MixFolder(ctx.mix_dir)
 
 
-def _probe_dir(ctx: EvalContext) -> Path:
+@evaluation_input("probe")
+def _probe(ctx: EvalContext) -> ProbeFolder:
+    """The base-model probe the mixture was drawn from (named in the mix folder's summary)."""
     probe_dir = ctx.get("mix").probe_dir
-    if probe_dir is None or not (probe_dir / "categories.jsonl").is_file():
-        raise KnowpackError(f"the mix in {ctx.mix_dir} does not point to its base-model probe folder",
+    if probe_dir is None:
+        raise KnowpackError(f"the mix in {ctx.mix_dir} does not name its base-model probe folder",
                             hint="rebuild the mix with `knowpack mix --probe PROBE_DIR`")
-    return probe_dir
-
-
-def _probe_manifest(ctx: EvalContext) -> dict:
-    path = _probe_dir(ctx) / "manifest.json"
-    return read_json(path) if path.is_file() else {}
+    return ProbeFolder(probe_dir)
 
 
 @evaluation_input("probe_config")
 def _probe_config(ctx: EvalContext):
+    """The base probe's own settings, with the eval config's ``probe`` overrides on top."""
     from knowpack.probe.config import ProbeConfig
 
-    saved = _probe_manifest(ctx).get("config") or {}
-    known = {k: v for k, v in saved.items() if k in ProbeConfig.model_fields}
-    return ProbeConfig(**{**known, **ctx.config.probe})
+    return ProbeConfig(**{**ctx.get("probe").summary.config, **ctx.config.probe})
 
 
 @evaluation_input("match_mode")
@@ -189,46 +111,26 @@ def _match_mode(ctx: EvalContext) -> str:
     return ctx.get("probe_config").match
 
 
-def _facts_candidates(ctx: EvalContext) -> list[Path]:
-    """Fact files named by the config, the mix manifest or the probe manifest, in that order."""
-    names: list[Any] = [ctx.config.facts]
-    for manifest in (ctx.get("mix").manifest, _probe_manifest(ctx)):
-        names += [manifest.get("facts"), manifest.get("facts_path"), (manifest.get("inputs") or {}).get("facts_path"),
-                  (manifest.get("config") or {}).get("facts")]
-    out = []
-    for name in names:
-        if isinstance(name, str) and name == "default":
-            from knowpack.facts.default_set import default_facts_path
-
-            name = str(default_facts_path())
-        if isinstance(name, str) and Path(name).expanduser().is_file():
-            out.append(Path(name).expanduser())
-    return out
-
-
 @evaluation_input("all_facts")
 def _all_facts(ctx: EvalContext) -> dict:
-    """The fact file the base probe ran on when known, else the mix's eval facts (trained + held-out)."""
+    """The facts that may be re-probed: the eval config's fact file, else the mix's own eval facts
+    (every trained and held-out fact, written by `knowpack mix`)."""
     from knowpack.facts.io import read_facts
 
-    candidates = _facts_candidates(ctx)
-    fallback = ctx.mix_dir / "eval_facts.jsonl"
-    if not candidates and not fallback.is_file():
-        raise KnowpackError("cannot find the fact file the base probe ran on",
-                            hint="set `facts:` in the eval config (or --facts PATH)")
-    facts = {f.id: f for f in read_facts(candidates[0] if candidates else fallback)}
-    return facts
+    if ctx.config.facts:
+        return {f.id: f for f in read_facts(ctx.config.facts)}
+    return dict(ctx.get("mix").facts)
 
 
 @evaluation_input("eval_ids")
 def _eval_ids(ctx: EvalContext) -> list[str]:
     """Facts to re-probe: every probed fact, or all trained/eval-set facts plus a seeded sample of the rest."""
     mix, facts = ctx.get("mix"), ctx.get("all_facts")
-    probed = [fid for fid in read_probe(_probe_dir(ctx)) if fid in facts]
+    probed = [fid for fid in ctx.get("probe").rows if fid in facts]
     cap = ctx.config.max_untrained
     if cap is None:
         return probed
-    keep = set(mix.trained_ids) | set(mix.all_eval_ids())
+    keep = set(mix.trained_ids) | set(mix.eval_sets.all_ids())
     rest = [fid for fid in probed if fid not in keep]
     sample = set(random.Random(f"eval-sample:{ctx.config.seed}").sample(rest, min(cap, len(rest))))
     return [fid for fid in probed if fid in keep or fid in sample]
@@ -242,21 +144,18 @@ def _facts(ctx: EvalContext) -> dict:
 
 @evaluation_input("base_probe")
 def _base_probe(ctx: EvalContext) -> dict[str, dict]:
-    manifest = _probe_manifest(ctx)
-    probed_hash = (manifest.get("inputs") or {}).get("model") or manifest.get("model_hash")
-    if probed_hash and probed_hash != ctx.loaded.model_hash:
-        raise KnowpackError(f"the base probe in {_probe_dir(ctx)} was run on model {probed_hash}, "
+    probe = ctx.get("probe")
+    if probe.model_hash != ctx.loaded.model_hash:
+        raise KnowpackError(f"the base probe in {probe.folder} was run on model {probe.model_hash}, "
                             f"not on the loaded model {ctx.loaded.model_hash}",
                             hint="pass the --model the mix's probe was run on")
-    rows = read_probe(_probe_dir(ctx))
-    return {fid: rows[fid] for fid in ctx.get("eval_ids")}
+    rows = probe.rows
+    return {fid: rows[fid].model_dump(mode="json") for fid in ctx.get("eval_ids")}
 
 
 @evaluation_input("adapted_model")
 def _adapted_model(ctx: EvalContext):
-    from knowpack.evaluate.runner import adapter_hash
     from knowpack.io import stable_hash
-    from knowpack.probe.backends.adapters import attach_adapter
 
     wrapped = attach_adapter(ctx.loaded.model, str(ctx.adapter_dir), model_hash=ctx.loaded.model_hash)
     # The adapted model gets its own identity, so the probe's resume logic never mistakes
@@ -269,8 +168,8 @@ def _canary(ctx: EvalContext) -> dict:
     from knowpack.evaluate.metrics.canary import adapter_canary
 
     adapted = ctx.get("adapted_model")
-    mix = ctx.get("mix")
-    unknown = [r for r in mix.train if r.get("role") == "unknown"] or mix.train
+    train = [row.model_dump() for row in ctx.get("mix").train]
+    unknown = [r for r in train if r["role"] == "unknown"] or train
     return adapter_canary(adapted.model, adapted.tokenizer, ctx.adapter_dir, unknown[:ctx.config.canary_facts],
                           tolerance=ctx.config.canary_tolerance)
 
@@ -278,15 +177,12 @@ def _canary(ctx: EvalContext) -> dict:
 def _shot_pool(ctx: EvalContext) -> list | None:
     """The base probe's shot facts, so the adapted model is asked with the very same prompts.
 
-    ``fixed``: the facts of the base probe's shot sets (shots.json); given the same seed,
-    run_probe arranges them into the same sets. ``relation``: every fact, as the base probe had.
+    ``fixed``: the facts of the base probe's shot sets; given the same seed, run_probe arranges
+    them into the same sets. ``relation``: every fact, as the base probe had.
     """
-    from knowpack.probe.runner import load_shot_sets
-
     if ctx.get("probe_config").shot_pool == "fixed":
-        if not (_probe_dir(ctx) / "shots.json").is_file():
-            return None
-        return [fact for shots in load_shot_sets(_probe_dir(ctx)) for fact in shots]
+        sets = ctx.get("probe").shot_sets()
+        return None if sets is None else [fact for shots in sets for fact in shots]
     return list(ctx.get("all_facts").values())
 
 
@@ -295,7 +191,7 @@ def _run_probe(ctx: EvalContext, loaded, config, facts: list, name: str) -> dict
 
     folder = ctx.out_dir / "probes" / name
     run_probe(config, facts, loaded, folder, shot_pool=_shot_pool(ctx), progress=ctx.progress)
-    return read_probe(folder)
+    return probe_rows(folder)
 
 
 @evaluation_input("adapter_probe")
@@ -360,7 +256,7 @@ def _benchmarks(ctx: EvalContext) -> dict:
         return {"base": {}, "adapted": {}}
     cache = _benchmark_cache_path(ctx)
     if cache is not None and cache.is_file():
-        ctx.say(f"base-model benchmarks from cache {cache}")
+        log.debug("evaluate: base-model benchmarks from cache %s", cache)
         base = json.loads(cache.read_text(encoding="utf-8"))
     else:
         with ctx.base_model() as model:

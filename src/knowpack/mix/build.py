@@ -7,15 +7,13 @@ from pathlib import Path
 
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
-from knowpack.io import read_json, stable_hash, write_json, write_jsonl, write_manifest
-from knowpack.mix.checks import CATEGORIES, answer_concentration, check_categories, check_disjoint
+from knowpack.io import stable_hash
+from knowpack.manifest import claim_folder, stamp
+from knowpack.mix.artifacts import EvalFactRow, EvalSets, MixSummary, TrainRow
+from knowpack.mix.checks import answer_concentration, check_categories, check_disjoint
 from knowpack.mix.config import KIND_CATEGORY, MixConfig
 from knowpack.probe.matching import normalize
-
-TRAIN_FILE = "train.jsonl"
-EVAL_FILE = "eval_sets.json"
-# The Fact records behind every id in eval_sets.json, so later stages need no other file.
-EVAL_FACTS_FILE = "eval_facts.jsonl"
+from knowpack.probe.slick import CATEGORIES
 
 
 def _draw(pool: list[str], count: int, rng: random.Random) -> list[str]:
@@ -77,43 +75,66 @@ def _paraphrase_extras(config: MixConfig, trained: list[str], facts: dict[str, F
     return extras
 
 
-def _reuse_or_refuse(out_dir: Path, key: dict) -> dict | None:
-    manifest = out_dir / "manifest.json"
-    if not manifest.is_file():
-        return None
-    previous = read_json(manifest)
-    if previous.get("stage") == "mix" and previous.get("key") == key and (out_dir / TRAIN_FILE).is_file():
-        return previous["summary"]
-    raise KnowpackError(f"{out_dir} already holds a different mixture",
-                        hint="choose another --out folder, or delete this one")
+def _mixture_key(config: MixConfig, facts: list[Fact], categories: list[dict],
+                 paraphrases: dict[str, list[str]] | None, probe_dir: Path | None) -> dict:
+    """Everything that decides the mixture's files (a rebuild in the same folder is a no-op)."""
+    return {"config": config.model_dump(mode="json"),
+            "facts": stable_hash([f.model_dump(mode="json") for f in facts], length=16),
+            "categories": stable_hash(categories, length=16),
+            "paraphrases": stable_hash(paraphrases or {}, length=16),
+            "probe_dir": str(probe_dir) if probe_dir else None}
 
 
 def build_mixture(config: MixConfig, facts: list[Fact], categories: list[dict], out_dir: Path, *,
-                  paraphrases: dict[str, list[str]] | None = None, probe_dir: Path | None = None) -> dict:
-    """Write ``train.jsonl``, ``eval_sets.json`` (+ ``eval_facts.jsonl``) and ``manifest.json``; return the summary.
+                  paraphrases: dict[str, list[str]] | None = None, probe_dir: Path | None = None) -> MixSummary:
+    """Write the mix folder (train.jsonl, eval_sets.json, eval_facts.jsonl, summary.json, manifest.json).
 
     Held-out facts (per category) are drawn first, then n Unknown facts, then k extras per
     Unknown fact: known facts of ``config.kind`` (never held out, never twice) or paraphrases
-    of the question (``Fact.paraphrases`` first, then ``paraphrases[fact_id]``). Too few facts
-    or paraphrases is an error that says how many exist; nothing is truncated. Rebuilding the
-    same mixture in the same folder returns the existing summary.
+    of the question (``Fact.paraphrases`` first, then ``paraphrases[fact_id]``); a control
+    mixture draws n·(1 + k) HighlyKnown facts instead. Too few facts or paraphrases is an error
+    that says how many exist; nothing is truncated. Rebuilding the same mixture in the same
+    folder returns the existing summary; a folder holding another mixture is refused.
     """
     out_dir = Path(out_dir)
     by_id = {f.id: f for f in facts}
     if len(by_id) != len(facts):
-        raise KnowpackError("the fact file has repeated ids", hint="run `knowpack facts check` on it")
+        raise KnowpackError("the fact file has repeated ids", hint="run `knowpack facts validate` on it")
     category_of = check_categories(categories, set(by_id))
-    key = {"config": config.model_dump(mode="json"),
-           "facts": stable_hash([f.model_dump(mode="json") for f in facts], length=16),
-           "categories": stable_hash(categories, length=16),
-           "paraphrases": stable_hash(paraphrases or {}, length=16),
-           "probe_dir": str(probe_dir) if probe_dir else None}
-    existing = _reuse_or_refuse(out_dir, key)
-    if existing is not None:
-        return existing
-
-    by_category = {cat: [fid for fid, c in category_of.items() if c == cat] for cat in CATEGORIES}
+    key = _mixture_key(config, facts, categories, paraphrases, probe_dir)
+    if claim_folder(out_dir, stage="mix", key=key, command="knowpack mix") == "finished":
+        return MixSummary.read(out_dir)
+    by_category = {cat: sorted(fid for fid, c in category_of.items() if c == cat) for cat in CATEGORIES}
     heldout = _heldout(by_category, config)
+    if config.kind == "control":
+        trained, examples, known_ids = [], *_control_examples(config, by_category, heldout, by_id)
+    else:
+        trained, examples, known_ids = _draw_training(config, by_category, heldout, by_id, paraphrases)
+    check_disjoint(trained + known_ids, heldout)
+    retention = random.Random(f"retention:{config.seed}").sample(
+        heldout["HighlyKnown"], min(config.retention_sample, len(heldout["HighlyKnown"])))
+    eval_sets = EvalSets(trained_unknown=trained, trained_known=known_ids, heldout=heldout, retention=retention)
+    summary = MixSummary(
+        train_examples=len(examples),
+        counts={"unknown": len(trained), "extra_per_unknown": config.extra, "kind": config.kind,
+                "heldout": {cat: len(ids) for cat, ids in heldout.items()}, "retention": len(retention)},
+        concentration=answer_concentration([e.model_dump() for e in examples]),
+        probe_dir=str(probe_dir) if probe_dir else None)
+    TrainRow.write_rows(out_dir, examples)
+    eval_sets.write(out_dir)
+    used = dict.fromkeys([*trained, *known_ids, *eval_sets.ids("heldout")])
+    EvalFactRow.write_rows(out_dir, (EvalFactRow(**by_id[fid].model_dump()) for fid in used))
+    summary.write(out_dir)
+    stamp(out_dir, stage="mix", config=config, key=key, seed=config.seed,
+          inputs={k: v for k, v in key.items() if k != "config" and v is not None},
+          details={"example_ids": [e.id for e in examples]})
+    return summary
+
+
+def _draw_training(config: MixConfig, by_category: dict[str, list[str]], heldout: dict[str, list[str]],
+                   by_id: dict[str, Fact], paraphrases: dict[str, list[str]] | None
+                   ) -> tuple[list[str], list[TrainRow], list[str]]:
+    """(trained Unknown ids, training examples, known extra ids) of an ordinary mixture."""
     held = {fid for ids in heldout.values() for fid in ids}
     rng = random.Random(f"train:{config.seed}")
     unknown_pool = [fid for fid in by_category["Unknown"] if fid not in held]
@@ -131,48 +152,40 @@ def build_mixture(config: MixConfig, facts: list[Fact], categories: list[dict], 
         pool = [fid for fid in by_category[category] if fid not in held]
         extras = _known_extras(config, trained, pool, len(by_category[category]),
                                len(heldout[category]), rng)
-
-    examples = _examples(config, trained, extras, by_id)
     known_ids = [] if config.kind == "paraphrase" else [k for fid in trained for k in extras[fid]]
-    check_disjoint(trained + known_ids, heldout)
-    retention = random.Random(f"retention:{config.seed}").sample(
-        heldout["HighlyKnown"], min(config.retention_sample, len(heldout["HighlyKnown"])))
-    eval_sets = {"trained_unknown": trained, "trained_known": known_ids, "heldout": heldout,
-                 "retention": retention}
-    summary = {
-        "train_examples": len(examples),
-        "counts": {"unknown": len(trained), "extra_per_unknown": config.extra, "kind": config.kind,
-                   "heldout": {cat: len(ids) for cat, ids in heldout.items()},
-                   "retention": len(retention)},
-        "concentration": answer_concentration(examples),
-        "probe_dir": str(probe_dir) if probe_dir else None,
-    }
-    write_jsonl(out_dir / TRAIN_FILE, examples)
-    write_json(out_dir / EVAL_FILE, eval_sets)
-    used = dict.fromkeys([*trained, *known_ids, *(fid for ids in heldout.values() for fid in ids)])
-    write_jsonl(out_dir / EVAL_FACTS_FILE, [by_id[fid] for fid in used])
-    write_manifest(out_dir, stage="mix", config=config, seed=config.seed,
-                   inputs={k: v for k, v in key.items() if k != "config" and v is not None},
-                   extra={"key": key, "summary": summary, "ids": eval_sets,
-                          "example_ids": [e["id"] for e in examples]})
-    return summary
+    return trained, _examples(config, trained, extras, by_id), known_ids
+
+
+def _control_examples(config: MixConfig, by_category: dict[str, list[str]], heldout: dict[str, list[str]],
+                      by_id: dict[str, Fact]) -> tuple[list[TrainRow], list[str]]:
+    """n·(1 + k) HighlyKnown facts (never held out): as many examples as the controlled cell."""
+    needed = config.unknown * (1 + config.extra)
+    pool = [fid for fid in by_category["HighlyKnown"] if fid not in set(heldout["HighlyKnown"])]
+    if needed > len(pool):
+        raise _not_enough(f"a control for --unknown {config.unknown} --extra {config.extra}", needed,
+                          "HighlyKnown", len(by_category["HighlyKnown"]), len(heldout["HighlyKnown"]),
+                          "lower --unknown or --extra, lower --heldout-per-category, or probe more facts")
+    chosen = _draw(pool, needed, random.Random(f"control:{config.seed}"))
+    rows = [TrainRow(id=f"{fid}#control", fact_id=fid, question=by_id[fid].question, answer=by_id[fid].answer,
+                     role="control") for fid in chosen]
+    return rows, chosen
 
 
 def _examples(config: MixConfig, trained: list[str], extras: dict[str, list[str]],
-              facts: dict[str, Fact]) -> list[dict]:
+              facts: dict[str, Fact]) -> list[TrainRow]:
     """One row per training example; ids are unique (fact id + role/index)."""
     rows = []
     for fid in trained:
         fact = facts[fid]
         # The paper trains on aliases[0] in its original casing, i.e. Fact.answer.
-        rows.append({"id": f"{fid}#unknown", "fact_id": fid, "question": fact.question,
-                     "answer": fact.answer, "role": "unknown"})
+        rows.append(TrainRow(id=f"{fid}#unknown", fact_id=fid, question=fact.question, answer=fact.answer,
+                             role="unknown"))
         for j, item in enumerate(extras[fid]):
             if config.kind == "paraphrase":
-                rows.append({"id": f"{fid}#paraphrase-{j}", "fact_id": fid, "question": item,
-                             "answer": fact.answer, "role": "paraphrase"})
+                rows.append(TrainRow(id=f"{fid}#paraphrase-{j}", fact_id=fid, question=item, answer=fact.answer,
+                                     role="paraphrase"))
             else:
                 known = facts[item]
-                rows.append({"id": f"{item}#{config.kind}", "fact_id": item, "question": known.question,
-                             "answer": known.answer, "role": config.kind})
+                rows.append(TrainRow(id=f"{item}#{config.kind}", fact_id=item, question=known.question,
+                                     answer=known.answer, role=config.kind))
     return rows

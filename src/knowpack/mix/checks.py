@@ -6,8 +6,7 @@ from collections import Counter
 
 from knowpack.errors import KnowpackError
 from knowpack.probe.matching import normalize
-
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from knowpack.probe.slick import CATEGORIES
 
 
 def check_categories(categories: list[dict], fact_ids: set[str]) -> dict[str, str]:

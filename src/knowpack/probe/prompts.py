@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -153,3 +154,20 @@ def shots_for(fact: Fact, config: ProbeConfig, shot_sets: list[list[Fact]] | Non
         drawn = rng.sample(candidates, n * s)
         return [drawn[j * s:(j + 1) * s] for j in range(n)]
     return [rng.sample(candidates, s) for _ in range(n)]
+
+
+def render_prompt(backend, messages: list[dict[str, str]]) -> str:
+    """Render chat messages for ``backend`` (its own chat template when it has one)."""
+    render = getattr(backend, "render", None)
+    if render is not None:
+        return render(messages)
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+
+def fewshot_prompt(backend, fact: Fact, shots: list[Fact]) -> tuple[str, str | None]:
+    """The rendered few-shot prompt for ``fact`` and, as a prefix hint, the part every question
+    with these shots shares (a backend computes it once)."""
+    prompt = render_prompt(backend, fewshot_messages(fact.question, shots))
+    # The same prompt with an empty question shares everything up to the question's first character.
+    blank = render_prompt(backend, fewshot_messages("", shots))
+    return prompt, os.path.commonprefix([prompt, blank]) or None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-HIGHLY_KNOWN = "HighlyKnown"
-MAYBE_KNOWN = "MaybeKnown"
-WEAKLY_KNOWN = "WeaklyKnown"
-UNKNOWN = "Unknown"
-CATEGORIES: tuple[str, ...] = (HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN, UNKNOWN)
+from typing import Literal, get_args
+
+# The four SliCK categories, in the order every table and matrix uses.
+Category = Literal["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
+CATEGORIES: tuple[str, ...] = get_args(Category)
+HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN, UNKNOWN = CATEGORIES
 
 
 def categorize(greedy_correct: list[bool], sampled_correct: int, samples: int) -> str:

@@ -8,63 +8,41 @@ from typing import Any
 
 import pandas as pd
 
-from knowpack.io import atomic_path, read_json
+from knowpack.evaluate.artifacts import EvalMetrics
+from knowpack.io import atomic_path
 from knowpack.report.stats import t_interval
 from knowpack.study.store import CellStore, StudyStore
 
 AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset"]
 ID_COLUMNS = ["key", "mixture", *AXIS_COLUMNS, "state"]
 
-# results.csv column -> dotted paths in metrics.json, first one present wins. Several paths are
-# listed because metrics are registry entries whose summaries may nest their numbers.
-METRIC_PATHS: dict[str, tuple[str, ...]] = {
-    "reliability": ("reliability.reliability",),
+# results.csv column -> its one dotted path in metrics.json.
+METRIC_PATHS: dict[str, str] = {
+    "reliability": "reliability.reliability",
     # Shifts are measured on untrained (held-out) facts: spill-over, not the facts that were taught.
-    "positive_shift": ("shifts.untrained.all.positive_share",),
-    "negative_shift": ("shifts.untrained.all.negative_share",),
-    "noise_floor_positive": ("shifts.untrained.noise_floor.positive_share",),
-    "noise_floor_negative": ("shifts.untrained.noise_floor.negative_share",),
-    "refusal_rate_base": ("refusals.all.base.fact_rate",),
-    "refusal_rate": ("refusals.all.adapted.fact_rate",),
-    "unique_answers_base": ("collapse.base.unique_answers",),
-    "unique_answers": ("collapse.adapted.unique_answers",),
-    "mmlu_base": ("benchmarks.mmlu.base.acc", "benchmarks.mmlu.base"),
-    "mmlu": ("benchmarks.mmlu.adapted.acc", "benchmarks.mmlu.adapted"),
-    "truthfulqa_mc1_base": ("benchmarks.truthfulqa.base.mc1",),
-    "truthfulqa_mc1": ("benchmarks.truthfulqa.adapted.mc1",),
-    "truthfulqa_mc2_base": ("benchmarks.truthfulqa.base.mc2",),
-    "truthfulqa_mc2": ("benchmarks.truthfulqa.adapted.mc2",),
+    "positive_shift": "shifts.untrained.all.positive_share",
+    "negative_shift": "shifts.untrained.all.negative_share",
+    "noise_floor_positive": "shifts.untrained.noise_floor.positive_share",
+    "noise_floor_negative": "shifts.untrained.noise_floor.negative_share",
+    "refusal_rate_base": "refusals.all.base.fact_rate",
+    "refusal_rate": "refusals.all.adapted.fact_rate",
+    "unique_answers_base": "collapse.base.unique_answers",
+    "unique_answers": "collapse.adapted.unique_answers",
+    "mmlu_base": "benchmarks.mmlu.base.acc",
+    "mmlu": "benchmarks.mmlu.adapted.acc",
+    "truthfulqa_mc1_base": "benchmarks.truthfulqa.base.mc1",
+    "truthfulqa_mc1": "benchmarks.truthfulqa.adapted.mc1",
+    "truthfulqa_mc2_base": "benchmarks.truthfulqa.base.mc2",
+    "truthfulqa_mc2": "benchmarks.truthfulqa.adapted.mc2",
 }
 REQUIRED_METRICS = [c for c in METRIC_PATHS if not c.startswith(("truthfulqa", "noise_floor_positive"))]
 RUN_COLUMNS = ["epochs", "final_loss", "train_seconds", "wall_seconds"]
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts into ``a.b.c`` keys (lists and strings are kept as leaves)."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix[:-1]] = obj
-    return out
-
-
-def _number(value: Any) -> float:
-    """Numbers pass; anything else (None, "not configured") becomes NaN so columns stay numeric."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)):
-        return float(value)
-    return math.nan
-
-
-def metric_values(metrics: dict[str, Any]) -> dict[str, float]:
-    """The results.csv metric columns read from one metrics.json."""
-    flat = flatten(metrics)
-    row = {}
-    for column, paths in METRIC_PATHS.items():
-        row[column] = next((_number(flat[p]) for p in paths if p in flat), math.nan)
+def metric_values(metrics: EvalMetrics) -> dict[str, float]:
+    """The results.csv metric columns read from one metrics.json (NaN where absent)."""
+    row = {column: metrics.number(path) for column, path in METRIC_PATHS.items()}
+    row["attractors"] = float(len(metrics.value("collapse.attractors") or []))
     return row
 
 
@@ -78,26 +56,27 @@ def _curve(cs: CellStore) -> pd.DataFrame | None:
 
 def cell_row(cs: CellStore) -> dict[str, Any]:
     """One results.csv row: cell axes, state, metrics (NaN until evaluated), epochs, wall time."""
-    config = cs.config()
-    status = cs.status()
-    axes = config.get("axes", {})
-    row: dict[str, Any] = {"key": cs.key, "mixture": config.get("mixture"), "state": status.get("state")}
-    row.update({a: axes.get(a) for a in AXIS_COLUMNS})
-    metrics_path = cs.eval_dir / "metrics.json"
-    row.update(metric_values(read_json(metrics_path)) if metrics_path.is_file() else dict.fromkeys(METRIC_PATHS, math.nan))
+    from knowpack.evaluate.artifacts import is_done
+
+    record, status = cs.record, cs.status()
+    row: dict[str, Any] = {"key": cs.key, "mixture": record.mixture, "state": status.state}
+    row.update({a: record.axes.get(a) for a in AXIS_COLUMNS})
+    evaluated = is_done(cs.eval_dir)
+    row.update(metric_values(EvalMetrics.read(cs.eval_dir)) if evaluated
+               else dict.fromkeys([*METRIC_PATHS, "attractors"], math.nan))
     curve = _curve(cs)
     row["epochs"] = int(curve["epoch"].max()) if curve is not None else math.nan
     row["final_loss"] = float(curve["loss"].iloc[-1]) if curve is not None and "loss" in curve else math.nan
-    timings = status.get("timings", {})
-    row["train_seconds"] = timings.get("train", math.nan)
-    row["wall_seconds"] = status.get("seconds", sum(timings.values()) if timings else math.nan)
+    row["train_seconds"] = status.timings.get("train", math.nan)
+    row["wall_seconds"] = status.seconds if status.seconds is not None else (
+        sum(status.timings.values()) if status.timings else math.nan)
     return row
 
 
 def results_frame(study_dir: str | Path) -> pd.DataFrame:
     """results.csv as a DataFrame (one row per cell; every cell of the grid, done or not)."""
     rows = [cell_row(cs) for cs in StudyStore(study_dir).cells()]
-    frame = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_PATHS, *RUN_COLUMNS])
+    frame = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_PATHS, "attractors", *RUN_COLUMNS])
     # Optional metrics that no cell produced (e.g. TruthfulQA without data) are dropped, not shown as NaN.
     optional = [c for c in METRIC_PATHS if c not in REQUIRED_METRICS and frame[c].isna().all()]
     empty_axes = [a for a in ("rank", "lr", "loss", "preset") if frame[a].isna().all()]
@@ -110,7 +89,7 @@ def group_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in [*METRIC_PATHS, *RUN_COLUMNS] if c in frame]
+    return [c for c in [*METRIC_PATHS, "attractors", *RUN_COLUMNS] if c in frame]
 
 
 def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
@@ -138,10 +117,9 @@ def curves_frame(study_dir: str | Path) -> pd.DataFrame:
         curve = _curve(cs)
         if curve is None:
             continue
-        config = cs.config()
-        axes = config.get("axes", {})
-        parts.append(curve.assign(key=cs.key, mixture=config.get("mixture"),
-                                  **{a: axes.get(a) for a in ("unknown", "extra", "kind", "seed")}))
+        record = cs.record
+        parts.append(curve.assign(key=cs.key, mixture=record.mixture,
+                                  **{a: record.axes.get(a) for a in ("unknown", "extra", "kind", "seed")}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -170,7 +148,7 @@ def order_cells(frame: pd.DataFrame) -> pd.DataFrame:
     from knowpack.report.plots import mixture_order
 
     order = {m: i for i, m in enumerate(mixture_order(frame["mixture"]))}
-    return frame.assign(_o=frame["mixture"].map(order)).sort_values(["unknown", "_o"]).drop(columns="_o")
+    return frame.assign(_o=frame["mixture"].map(order)).sort_values(["unknown", "_o"], kind="stable").drop(columns="_o")
 
 
 def metric_table(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -182,21 +160,19 @@ def metric_table(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return order_cells(summary[cols]).reset_index(drop=True)
 
 
-def cell_metrics(study_dir: str | Path) -> list[tuple[CellStore, dict[str, Any], dict[str, Any]]]:
-    """(cell, cell.json, metrics.json) for every evaluated cell."""
-    out = []
-    for cs in StudyStore(study_dir).cells():
-        path = cs.eval_dir / "metrics.json"
-        if path.is_file():
-            out.append((cs, cs.config(), read_json(path)))
-    return out
+def cell_metrics(study_dir: str | Path) -> list[tuple[CellStore, dict[str, Any], EvalMetrics]]:
+    """(cell, cell.json as a dict, metrics.json) for every evaluated cell."""
+    from knowpack.evaluate.artifacts import is_done
+
+    return [(cs, cs.record.model_dump(), EvalMetrics.read(cs.eval_dir))
+            for cs in StudyStore(study_dir).cells() if is_done(cs.eval_dir)]
 
 
 def explanations_table(study_dir: str | Path) -> pd.DataFrame:
     """Paper Table 5: per cell and shift direction, the number of shifts and each reason's share."""
     rows = []
     for cs, config, metrics in cell_metrics(study_dir):
-        ex = metrics.get("explanations")
+        ex = metrics.value("explanations")
         if not isinstance(ex, dict):
             continue
         for shift, entry in ex.items():
@@ -220,7 +196,7 @@ def attractors_table(study_dir: str | Path, top: int = 3) -> pd.DataFrame:
     """The ``top`` attractor answers per cell (answers whose frequency rose significantly)."""
     rows = []
     for cs, config, metrics in cell_metrics(study_dir):
-        found = (metrics.get("collapse") or {}).get("attractors") or []
+        found = metrics.value("collapse.attractors") or []
         for rank, a in enumerate(found[:top], 1):
             rows.append({"unknown": config["axes"]["unknown"], "mixture": config["mixture"],
                          "seed": config["axes"]["seed"], "rank": rank, "answer": a.get("answer"),
@@ -265,15 +241,6 @@ def transition_matrices(transitions: pd.DataFrame) -> list[tuple[str, pd.DataFra
     return out
 
 
-def _trained_ids(cs: CellStore) -> set[str]:
-    """Ids of every fact that went into the cell's training set (read from the mix's eval sets)."""
-    path = cs.mix_dir / "eval_sets.json"
-    if not path.is_file():
-        return set()
-    sets = read_json(path)
-    return {i for name, ids in sets.items() if name.startswith("trained") and isinstance(ids, list) for i in ids}
-
-
 def _outcomes(cs: CellStore) -> pd.DataFrame | None:
     """Per held-out fact: did it shift positively / negatively (from per_fact.parquet)?"""
     from knowpack.evaluate.metrics.shifts import NEGATIVE, POSITIVE
@@ -282,11 +249,8 @@ def _outcomes(cs: CellStore) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     pf = pd.read_parquet(path)
-    if "id" not in pf.columns:
-        pf = pf.reset_index().rename(columns={pf.index.name or "index": "id"})
     pf = pf.dropna(subset=["base_category", "adapted_category"])
-    # Held-out = never in train.jsonl; the evaluator flags it, older folders only have the mix's lists.
-    pf = pf[~pf["trained"].astype(bool)] if "trained" in pf else pf[~pf["id"].isin(_trained_ids(cs))]
+    pf = pf[~pf["trained"].astype(bool)]  # held-out = never in train.jsonl
     pairs = list(zip(pf["base_category"], pf["adapted_category"]))
     return pd.DataFrame({"id": pf["id"].to_numpy(),
                          "positive": [p in POSITIVE for p in pairs],

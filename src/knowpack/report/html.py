@@ -18,7 +18,8 @@ import yaml
 from jinja2 import Environment
 
 from knowpack.errors import KnowpackError
-from knowpack.io import read_json, sha256_file, write_text
+from knowpack.io import sha256_file, write_text
+from knowpack.manifest import Manifest
 from knowpack.report import aggregate as agg
 from knowpack.report import plots
 from knowpack.study.store import StudyStore
@@ -144,7 +145,7 @@ def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
         label = plots.BENCHMARK_LABELS.get(name, name)
         base_txt = f" — base model {base.mean():.3f}" if base is not None and not base.isna().all() else ""
         body += f"<h3>{html.escape(label)}{base_txt}</h3>" + _html_table(pivot_ci(table, name), index=False)
-    settings = (_study(b.store).get("identity") or {}).get("eval") or {}  # the full EvalConfig
+    settings = _study(b.store).get("identity", {}).get("eval") or {}  # the full EvalConfig
     note = "Accuracy of the adapted model; the dashed line is the base model on the same questions."
     if "mmlu_shots" in settings:
         limit = settings.get("mmlu_limit")
@@ -236,11 +237,13 @@ def _paired(b: _Builder) -> None:
 
 def _base_probes(store: StudyStore) -> dict[str, Any]:
     """Per base-probe folder: model hash, probed facts and the category counts every cell starts from."""
+    from knowpack.probe.artifacts import ProbeSummary, is_done
+
     out = {}
-    for folder in sorted((store.root / "base").glob("*/summary.json")):
-        summary = read_json(folder)
-        out[folder.parent.name] = {"model_hash": summary.get("model_hash"), "facts": summary.get("n"),
-                                   "seconds": summary.get("seconds"), "categories": summary.get("counts")}
+    for folder in sorted(p for p in (store.root / "base").glob("*") if is_done(p)):
+        summary = ProbeSummary.read(folder)
+        out[folder.name] = {"model_hash": summary.model_hash, "facts": summary.n, "seconds": summary.seconds,
+                            "categories": summary.counts, "exemplars": summary.exemplars}
     return out
 
 
@@ -250,13 +253,14 @@ def _yaml(obj: Any) -> str:
 
 
 def _study(store: StudyStore) -> dict[str, Any]:
-    return read_json(store.study_file) if store.study_file.is_file() else {}
+    record = store.record()
+    return record.model_dump() if record is not None else {}
 
 
 def _manifest(b: _Builder, results: pd.DataFrame) -> None:
     store = b.store
     study = _study(store)
-    manifest = read_json(store.root / "manifest.json") if (store.root / "manifest.json").is_file() else {}
+    manifest = Manifest.read(store.root).model_dump() if Manifest.exists(store.root) else {}
     facts = sorted((store.root / "facts").glob("*.jsonl")) if (store.root / "facts").is_dir() else []
     info = {
         "study": study.get("name"), "spec file": study.get("source"), "overrides": study.get("overrides") or [],
@@ -288,7 +292,7 @@ def _failed(b: _Builder, results: pd.DataFrame) -> None:
 
 
 def store_status(store: StudyStore, key: str) -> dict[str, Any]:
-    return store.cell(key).status()
+    return store.cell(key).status().model_dump()
 
 
 _TEMPLATE = """<!doctype html>

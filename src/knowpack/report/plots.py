@@ -12,19 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-CATEGORY_ORDER = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from knowpack.mix.config import label_sort_key  # noqa: E402
+from knowpack.probe.slick import CATEGORIES  # noqa: E402
+
+CATEGORY_ORDER = CATEGORIES
 _SHORT = {"HighlyKnown": "HK", "MaybeKnown": "MK", "WeaklyKnown": "WK", "Unknown": "UK"}
 _PALETTE = ["#4c4c4c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
 
 
 def mixture_order(labels) -> list[str]:
-    """w/o first, then by kind and k (the paper's column order: 1 HK, 10 HK, 1 Para, 10 Para)."""
-    def key(label: str):
-        if label == "w/o":
-            return ("", 0)
-        k, _, kind = label.partition(" ")
-        return (kind, int(k) if k.isdigit() else 0)
-    return sorted({str(x) for x in labels if x == x}, key=key)
+    """w/o first, then by kind and k (the paper's column order: 1 HK, 10 HK, 1 Para, 10 Para), controls last."""
+    return sorted({str(x) for x in labels if x == x}, key=label_sort_key)
 
 
 def _colors(labels) -> dict[str, str]:

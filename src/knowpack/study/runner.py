@@ -1,24 +1,28 @@
 """Study runner: probe the base model once, then mix → train → evaluate every grid cell.
 
-Cells live in content-addressed folders, so a rerun skips finished cells and resumes the rest
-(each stage resumes itself from its own files). A failing cell is recorded and the others go on.
+Cells live in content-addressed folders, so a rerun skips finished cells and resumes the rest:
+each stage says itself whether its folder is finished (``is_done``) and resumes itself from its
+own files. A failing cell is recorded and the others go on.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from knowpack.io import read_json, read_jsonl, stable_hash, write_json, write_jsonl, write_manifest
+from knowpack.io import stable_hash, write_jsonl
+from knowpack.manifest import stamp
+from knowpack.progress import progress_bar
+from knowpack.study.artifacts import StudyRecord
 from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
 from knowpack.study.store import CellStore, StudyStore, now
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,8 +70,7 @@ class _Context:
     store: StudyStore
     facts: list
     model: Any
-    categories_path: Path
-    shots_path: Path
+    base_dir: Path
     progress: bool
     paraphrases: dict[str, list[str]] | None = None
 
@@ -87,71 +90,47 @@ def _load_facts(study: Study, stages: Stages, store: StudyStore) -> tuple[list, 
 
 
 def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> None:
-    write_json(store.study_file, {
-        "name": study.spec.name,
-        "source": str(study.source) if study.source else None,
-        "overrides": study.overrides,
-        "spec": study.spec.model_dump(mode="json"),
-        "identity": study_identity(study),
-        "cells": [c.key for c in cells],
-        "written": now(),
-    })
     identity = study_identity(study)
+    StudyRecord(name=study.spec.name, source=str(study.source) if study.source else None,
+                overrides=study.overrides, spec=study.spec.model_dump(mode="json"), identity=identity,
+                cells=[c.key for c in cells], written=now()).write(store.root)
     for cell in cells:
         cs = store.cell(cell.key)
         cs.root.mkdir(parents=True, exist_ok=True)
         # Rewritten every run: the folder key is fixed, but the evaluation settings may have changed.
-        write_json(cs.cell_file, cell.config(identity))
+        cell.record(identity).write(cs.root)
         if not cs.status_file.is_file():
             cs.write_status("pending", title=cell.title())
 
 
-def _stage_done(stage: str, cs: CellStore) -> bool:
-    """Completion markers written last by each stage (atomic files), so a kill never fakes one."""
-    if stage == "mix":
-        return (cs.mix_dir / "manifest.json").is_file() and (cs.mix_dir / "train.jsonl").is_file()
-    if stage == "train":
-        # curve.csv grows epoch by epoch; train_summary.json is written only once training finished.
-        return ((cs.train_dir / "adapter" / "adapter_config.json").is_file()
-                and (cs.train_dir / "train_summary.json").is_file())
-    return (cs.eval_dir / "metrics.json").is_file()
+def _stage_steps(ctx: _Context, cell: Cell, cs: CellStore) -> list[tuple[str, Callable[[], bool], Callable[[], Any]]]:
+    """(name, is it done?, run it) per stage of a cell; each stage decides its own completion."""
+    from knowpack.evaluate.artifacts import is_done as evaluated
+    from knowpack.mix.artifacts import is_done as mixed
+    from knowpack.probe.artifacts import ProbeFolder
+    from knowpack.train.inputs import curve_inputs
+    from knowpack.train.inputs import is_done as trained
 
-
-def _pick(facts: list, ids: list[str]) -> list:
-    """The facts with the given ids, in the order of ``ids``."""
-    by_id = {f.id: f for f in facts}
-    return [by_id[i] for i in ids if i in by_id]
-
-
-def _train_inputs(ctx: _Context, cs: CellStore) -> dict[str, Any]:
-    """Per-epoch curve inputs: trained Unknown facts (reliability) and held-out HighlyKnown facts
-    (retention), probed with the base probe's settings and shot sets so epochs compare to the base."""
-    sets = read_json(cs.mix_dir / "eval_sets.json")
-    return {
-        "curve_facts": _pick(ctx.facts, sets.get("trained_unknown", [])),
-        "retention_facts": _pick(ctx.facts, sets.get("retention", [])),
-        "probe_config": ctx.study.probe,
-        "shot_sets": read_json(ctx.shots_path) if ctx.shots_path.is_file() else None,
-    }
+    stages = ctx.stages
+    return [
+        ("mix", lambda: mixed(cs.mix_dir),
+         lambda: stages.build_mixture(cell.mix, ctx.facts, ProbeFolder(ctx.base_dir).category_dicts(), cs.mix_dir,
+                                      probe_dir=ctx.base_dir.resolve(), **_mix_extras(ctx))),
+        ("train", lambda: trained(cs.train_dir),
+         lambda: stages.train_adapter(cell.train, ctx.model, cs.mix_dir / "train.jsonl", cs.train_dir,
+                                      progress=ctx.progress, **curve_inputs(cs.mix_dir).as_kwargs())),
+        ("evaluate", lambda: evaluated(cs.eval_dir),
+         lambda: stages.evaluate(ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir,
+                                 progress=ctx.progress)),
+    ]
 
 
 def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
     """Run the missing stages of one cell, recording per-stage wall time in status.json."""
-    status = cs.write_status("running", title=cell.title(), started=cs.status().get("started") or now())
-    timings = dict(status.get("timings", {}))
-    stages = ctx.stages
-    steps = [
-        ("mix", lambda: stages.build_mixture(cell.mix, ctx.facts, _categories(ctx), cs.mix_dir,
-                                             probe_dir=ctx.categories_path.parent.resolve(),
-                                             **_mix_extras(ctx))),
-        ("train", lambda: stages.train_adapter(
-            cell.train, ctx.model, cs.mix_dir / "train.jsonl", cs.train_dir,
-            progress=ctx.progress, **_train_inputs(ctx, cs))),
-        ("evaluate", lambda: stages.evaluate(
-            ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir, progress=ctx.progress)),
-    ]
-    for name, step in steps:
-        if _stage_done(name, cs):
+    status = cs.write_status("running", title=cell.title(), started=cs.status().started or now())
+    timings = dict(status.timings)
+    for name, done, step in _stage_steps(ctx, cell, cs):
+        if done():
             continue
         cs.write_status("running", stage=name)
         t0 = time.perf_counter()
@@ -166,10 +145,6 @@ def _mix_extras(ctx: _Context) -> dict[str, Any]:
     return {"paraphrases": ctx.paraphrases} if ctx.paraphrases else {}
 
 
-def _categories(ctx: _Context) -> list[dict]:
-    return read_jsonl(ctx.categories_path)
-
-
 def _model_is_clean(loaded: Any) -> bool:
     """True when no LoRA layers are left in the shared base model (stages must restore it)."""
     model = getattr(loaded, "model", None)
@@ -178,22 +153,15 @@ def _model_is_clean(loaded: Any) -> bool:
     return not hasattr(model, "peft_config") and not any("lora_" in n for n, _ in model.named_modules())
 
 
-def _ensure_clean_model(ctx: _Context, console: Console) -> None:
+def _ensure_clean_model(ctx: _Context) -> None:
     """Reload the base model if a stage left adapter layers in it, so the next cell starts from
     the true base model (training on top of a previous cell's adapter would corrupt every result)."""
     if not _model_is_clean(ctx.model):
-        console.print("[yellow]the base model still carries LoRA layers after a cell; reloading it[/]")
+        log.warning("the base model still carries LoRA layers after a cell; reloading it")
         ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[bold]study[/]"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.description}"), TimeElapsedColumn(),
-                    console=console, disable=not enabled, transient=False)
-
-
-def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True,
-              console: Console | None = None, mlflow: bool = False) -> StudyRun:
+def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False) -> StudyRun:
     """Run every cell of ``study`` (skipping finished ones) and aggregate results.csv/summary.csv.
 
     Returns a :class:`StudyRun`; ``failed`` maps cell keys to their error message. The caller
@@ -201,7 +169,6 @@ def run_study(study: Study, *, stages: Stages | None = None, progress: bool = Tr
     """
     from knowpack.report.aggregate import write_results
 
-    console = console or Console(stderr=True)
     stages = stages or Stages.real()
     store = StudyStore(study.out_dir)
     cells = expand_grid(study)
@@ -209,44 +176,46 @@ def run_study(study: Study, *, stages: Stages | None = None, progress: bool = Tr
     todo = [c for c in cells if not store.cell(c.key).is_done()]
     run = StudyRun(out_dir=store.root, cells=cells, skipped=[c.key for c in cells if c not in todo])
     if run.skipped:
-        console.print(f"{len(run.skipped)}/{len(cells)} cells already done; skipping them")
+        log.info("%d/%d cells already done; skipping them", len(run.skipped), len(cells))
     if todo:
-        _run_cells(study, stages, store, todo, run, progress=progress, console=console, mlflow=mlflow)
+        _run_cells(study, stages, store, todo, run, progress=progress, mlflow=mlflow)
     write_results(store.root)
     return run
 
 
-def _prepare(study: Study, stages: Stages, store: StudyStore, progress: bool, console: Console) -> _Context:
-    """Load facts and the model once, then probe the base model once for all cells."""
+def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell], progress: bool) -> _Context:
+    """Load facts and the model once, probe the base model once for all cells, then preflight."""
+    from knowpack.probe.artifacts import ProbeFolder, is_done
+    from knowpack.study.plan import preflight
+
     facts, facts_path = _load_facts(study, stages, store)
-    console.print(f"facts: {len(facts)} ({facts_path})  model: {study.spec.model}")
+    log.info("facts: %d (%s)  model: %s", len(facts), facts_path, study.spec.model)
     model = stages.load_model(study.spec.model)
+    preflight(study, cells, model)
     # The base probe depends on model, facts and probe settings only: every cell shares it.
     ident = {k: v for k, v in hash_identity(study).items() if k in ("model", "facts", "facts_sample", "probe")}
     base = store.base_dir(stable_hash(ident))
-    if not (base / "categories.jsonl").is_file() or not (base / "summary.json").is_file():
-        console.print(f"probing the base model once for all cells → {base}")
+    if not is_done(base):
+        log.info("probing the base model once for all cells → %s", base)
         stages.run_probe(study.probe, facts, model, base, progress=progress)
+    preflight(study, cells, model, ProbeFolder(base).category_dicts())  # enough facts for every cell?
     paraphrases = None
     if study.spec.paraphrases:
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
-    return _Context(study=study, stages=stages, store=store, facts=facts, model=model,
-                    categories_path=base / "categories.jsonl", shots_path=base / "shots.json",
+    return _Context(study=study, stages=stages, store=store, facts=facts, model=model, base_dir=base,
                     progress=progress, paraphrases=paraphrases)
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
-               progress: bool, console: Console, mlflow: bool) -> None:
-    ctx = _prepare(study, stages, store, progress, console)
-    write_manifest(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
-                   inputs={"base_probe": str(ctx.categories_path.parent.name)},
-                   extra={"cells": [c.key for c in run.cells]})
-    with _progress(console, progress) as bar:
-        task = bar.add_task("", total=len(todo))
+               progress: bool, mlflow: bool) -> None:
+    ctx = _prepare(study, stages, store, todo, progress)
+    stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
+          inputs={"base_probe": ctx.base_dir.name}, details={"cells": [c.key for c in run.cells]})
+    with progress_bar("study", len(todo), unit="cells", enabled=progress) as bar:
         for i, cell in enumerate(todo, 1):
             cs = store.cell(cell.key)
-            bar.update(task, description=f"cell {i}/{len(todo)}: {cell.title()} [{cell.key}]")
-            _ensure_clean_model(ctx, console)
+            bar.describe(f"study: cell {i}/{len(todo)} {cell.title()}")
+            _ensure_clean_model(ctx)
             try:
                 _run_cell(ctx, cell, cs)
             except KeyboardInterrupt:
@@ -257,10 +226,10 @@ def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell]
                 cs.error_log.write_text(traceback.format_exc(), encoding="utf-8")
                 cs.write_status("failed", error=message, failed_at=now())
                 run.failed[cell.key] = message
-                console.print(f"[red]cell {cell.key} ({cell.title()}) failed:[/] {message}")
+                log.error("cell %s (%s) failed: %s", cell.key, cell.title(), message)
             else:
                 if mlflow:
                     from knowpack.study.store import log_cell_to_mlflow
 
                     log_cell_to_mlflow(store.root, cs)
-            bar.advance(task)
+            bar.advance(1)

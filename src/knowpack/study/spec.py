@@ -1,8 +1,10 @@
 """Study spec: one YAML file that nests the stage configs and names the grid to sweep.
 
-The top level is validated here; each section is then validated by the stage's own config class
-(ProbeConfig, MixConfig, TrainConfig, EvalConfig) so the study never duplicates stage defaults.
-Every problem is reported as ``key.path: message`` in one KnowpackError, never a traceback.
+The sections are the stage config models themselves: ``probe:`` is a ``ProbeConfig``, ``eval:``
+an ``EvalConfig``; ``mix:`` and ``train:`` hold the fields of ``MixConfig`` / ``TrainConfig`` that
+every cell shares (the grid sets the rest per cell; ``train.preset`` names the preset the other
+``train:`` keys override). Every problem is reported as ``key.path: message`` in one
+KnowpackError, never a traceback, before any work starts.
 """
 
 from __future__ import annotations
@@ -10,22 +12,49 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
 
 from knowpack.errors import KnowpackError
+from knowpack.evaluate.config import EvalConfig
+from knowpack.io import load_yaml
+from knowpack.mix.config import KINDS, MixConfig
+from knowpack.probe.config import ProbeConfig
+from knowpack.schema import StrictModel
+from knowpack.train.config import DEFAULT_PRESET, TrainConfig
 
-KINDS = ("highly_known", "maybe_known", "paraphrase")
 _MINIMUM = {"unknown": 1, "extra": 0}  # n >= 1 Unknown facts; k = 0 extra items is the plain mixture
+# MixConfig fields that the grid sets per cell (a study's `mix:` section cannot set them).
+MIX_AXES = ("unknown", "extra", "kind", "seed")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _shared_fields(model: type[StrictModel], name: str, exclude: tuple[str, ...] = ()) -> type[StrictModel]:
+    """A section model with ``model``'s fields, all optional: the values every cell shares.
+
+    Types and descriptions come from the stage's config; bounds are checked when each cell's
+    full config is built (``expand_grid``), with the same key path.
+    """
+    fields = {n: (Optional[f.annotation], Field(None, description=f.description))
+              for n, f in model.model_fields.items() if n not in exclude}
+    return create_model(name, __base__=StrictModel, **fields)
 
 
-class GridSpec(_Strict):
+MixSection = _shared_fields(MixConfig, "MixSection", exclude=MIX_AXES)
+_TrainFields = _shared_fields(TrainConfig, "_TrainFields")
+
+
+class TrainSection(_TrainFields):
+    """``train:``: a preset and the TrainConfig fields that override it for every cell."""
+
+    preset: str = Field(DEFAULT_PRESET, description="training preset the other keys override")
+
+    def overrides(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"preset"}, exclude_none=True)
+
+
+class GridSpec(StrictModel):
     """Axes of the sweep; every combination is one cell (``seed`` repeats a cell)."""
 
     unknown: list[int] = Field(description="numbers of Unknown facts to pack (n)")
@@ -65,31 +94,44 @@ class GridSpec(_Strict):
         return value
 
 
-class StudySpec(_Strict):
-    """Top level of a study YAML. Stage sections stay dicts here and are validated by their stage."""
+class StudySpec(StrictModel):
+    """Top level of a study YAML."""
 
     name: str = Field(min_length=1)
     model: str = "default"
     facts: str = "default"
     facts_sample: int | None = Field(default=None, ge=1)
     paraphrases: str | None = Field(default=None, description="fact file from `knowpack paraphrase` (k > 2 paraphrases)")
-    probe: dict[str, Any] = Field(default_factory=dict)
-    mix: dict[str, Any] = Field(default_factory=dict)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    mix: MixSection = Field(default_factory=MixSection)
     grid: GridSpec
-    train: dict[str, Any] = Field(default_factory=dict)
-    eval: dict[str, Any] = Field(default_factory=dict)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
     out: str | None = None
+
+    @field_validator("paraphrases")
+    @classmethod
+    def _paraphrase_file_exists(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).expanduser().exists():
+            raise ValueError(f"file not found: {value} (write it with `knowpack paraphrase --out ...`)")
+        return value
 
 
 @dataclass
 class Study:
-    """A validated study: the raw spec plus the stage configs shared by every cell."""
+    """A validated study: the spec plus where it came from."""
 
     spec: StudySpec
-    probe: Any  # knowpack.probe.config.ProbeConfig
-    eval: Any  # knowpack.evaluate.config.EvalConfig
     source: Path | None = None
     overrides: list[str] = field(default_factory=list)
+
+    @property
+    def probe(self) -> ProbeConfig:
+        return self.spec.probe
+
+    @property
+    def eval(self) -> EvalConfig:
+        return self.spec.eval
 
     @property
     def out_dir(self) -> Path:
@@ -98,36 +140,18 @@ class Study:
 
     @property
     def train_preset(self) -> str:
-        return str(self.spec.train.get("preset", "smollm2"))
+        return self.spec.train.preset
 
     @property
     def train_overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in self.spec.train.items() if k != "preset"}
+        return self.spec.train.overrides()
 
 
-def format_errors(error: ValidationError, prefix: str = "") -> list[str]:
-    """Turn a pydantic error into ``key.path: message`` lines (prefix = the section's own path)."""
-    lines = []
-    for item in error.errors():
-        loc = ".".join(str(p) for p in (prefix.split(".") if prefix else []) + list(item["loc"]))
-        msg = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return lines
-
-
-def _raise(problems: list[str], source: Path | None) -> None:
+def raise_invalid(problems: list[str], source: Path | None) -> None:
     where = f" in {source}" if source else ""
     raise KnowpackError(
         f"invalid study spec{where}:\n" + "\n".join(f"  {p}" for p in problems),
         hint="fix the keys named above (see configs/demo.yaml for a complete example)")
-
-
-def validate_section(cls: type[BaseModel], data: dict[str, Any], path: str) -> tuple[Any, list[str]]:
-    """Validate one stage section; returns (config or None, problem lines named by full key path)."""
-    try:
-        return cls.model_validate(data), []
-    except ValidationError as exc:
-        return None, format_errors(exc, path)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -161,42 +185,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise KnowpackError(f"study file not found: {path}", hint="pass a YAML file such as configs/demo.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise KnowpackError(f"{path} is not valid YAML: {exc}") from None
+        raise KnowpackError(f"{path} is not valid YAML: {' '.join(str(exc).split())}",
+                            hint="fix the line named above") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KnowpackError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise KnowpackError(f"{path} must hold a mapping at the top level (name, model, grid, ...)")
     return data
-
-
-def parse_study(raw: dict[str, Any], *, source: Path | None = None, overrides: list[str] | None = None) -> Study:
-    """Validate a raw study dict (after overrides) and every stage section; one error lists all problems."""
-    from knowpack.evaluate.config import EvalConfig
-    from knowpack.probe.config import ProbeConfig
-
-    overrides = list(overrides or [])
-    data = apply_overrides(raw, overrides)
-    try:
-        spec = StudySpec.model_validate(data)
-    except ValidationError as exc:
-        _raise(format_errors(exc), source)
-    probe, problems = validate_section(ProbeConfig, spec.probe, "probe")
-    evaluation, more = validate_section(EvalConfig, spec.eval, "eval")
-    problems += more
-    study = Study(spec=spec, probe=probe, eval=evaluation, source=source, overrides=overrides)
-    if not problems:
-        # Cell configs (mix, train per grid point) are validated now so a typo fails before hours of work.
-        from knowpack.study.grid import expand_grid
-
-        try:
-            expand_grid(study)
-        except KnowpackError as exc:
-            problems.append(exc.message)
-    if problems:
-        _raise(problems, source)
-    return study
-
-
-def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
-    """Read, override and validate a study YAML file."""
-    return parse_study(read_yaml(path), source=Path(path), overrides=overrides)

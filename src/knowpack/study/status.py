@@ -21,17 +21,17 @@ def status_rows(out_dir: str | Path, keys: list[str] | None = None) -> list[dict
     rows = []
     for key in keys:
         cs = store.cell(key)
+        if not cs.cell_file.is_file():
+            rows.append({"key": key, "title": "", "state": "pending", "stage": "", "seconds": None, "error": ""})
+            continue
         status = cs.status()
-        title = status.get("title")
-        if not title and cs.cell_file.is_file():
-            title = cs.config().get("mixture")
         rows.append({
             "key": key,
-            "title": title or "",
-            "state": status.get("state", "pending"),
-            "stage": status.get("stage", "") if status.get("state") != "done" else "",
-            "seconds": status.get("seconds") or sum(status.get("timings", {}).values()) or None,
-            "error": status.get("error", ""),
+            "title": status.title or cs.record.mixture,
+            "state": status.state,
+            "stage": (status.stage or "") if status.state != "done" else "",
+            "seconds": status.seconds or sum(status.timings.values()) or None,
+            "error": status.error or "",
         })
     return rows
 

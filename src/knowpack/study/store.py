@@ -1,28 +1,15 @@
-"""Run store: the on-disk layout of a study folder and each cell's status file.
-
-```
-<out>/study.json                  resolved spec (after --set overrides) + cell keys
-<out>/facts.jsonl                 the facts actually used (sampled or copied)
-<out>/base/<hash>/                base-model probe, shared by every cell
-<out>/cells/<key>/cell.json       effective cell config
-<out>/cells/<key>/status.json     pending | running | done | failed (+ error, timings)
-<out>/cells/<key>/{mix,train}/        stage outputs that make the adapter
-<out>/cells/<key>/eval/<eval_key>/    its evaluation under one set of eval settings
-<out>/results.csv, summary.csv, tables/, plots/, report.html
-```
-"""
+"""Run store: the study folder's layout (see ``knowpack.study.artifacts``) and each cell's status."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
 import socket
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from knowpack.io import read_json, write_json
-
-STATES = ("pending", "running", "done", "failed", "interrupted")
+from knowpack.study.artifacts import STATES, CellRecord, CellStatus, StudyRecord
 
 
 def now() -> str:
@@ -30,7 +17,7 @@ def now() -> str:
 
 
 class CellStore:
-    """Paths and status of one cell folder."""
+    """Paths, record and status of one cell folder."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -41,58 +28,61 @@ class CellStore:
 
     mix_dir = property(lambda self: self.root / "mix")
     train_dir = property(lambda self: self.root / "train")
-    cell_file = property(lambda self: self.root / "cell.json")
-    status_file = property(lambda self: self.root / "status.json")
+    cell_file = property(lambda self: CellRecord.path(self.root))
+    status_file = property(lambda self: CellStatus.path(self.root))
     error_log = property(lambda self: self.root / "error.log")
 
-    def config(self) -> dict[str, Any]:
-        return read_json(self.cell_file)
+    @cached_property
+    def record(self) -> CellRecord:
+        """The cell's ``cell.json`` (read once: the runner writes it before using the store)."""
+        return CellRecord.read(self.root)
 
     @property
     def eval_dir(self) -> Path:
-        """eval/<eval_key>/ for the evaluation settings named in cell.json (plain eval/ without one)."""
-        key = self.config().get("eval_key") if self.cell_file.is_file() else None
-        return self.root / "eval" / key if key else self.root / "eval"
+        """eval/<eval_key>/ for the evaluation settings named in cell.json."""
+        return self.root / "eval" / self.record.eval_key
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> CellStatus:
         """Current status; a ``running`` cell whose process is gone is reported as ``interrupted``."""
-        if not self.status_file.is_file():
-            return {"state": "pending"}
-        status = read_json(self.status_file)
-        if status.get("state") == "running" and not _alive(status):
-            status = {**status, "state": "interrupted"}
-        elif status.get("state") == "done" and not (self.eval_dir / "metrics.json").is_file():
+        from knowpack.evaluate.artifacts import is_done as evaluated
+
+        if not CellStatus.exists(self.root):
+            return CellStatus()
+        status = CellStatus.read(self.root)
+        if status.state == "running" and not _alive(status):
+            status = status.model_copy(update={"state": "interrupted"})
+        elif status.state == "done" and not evaluated(self.eval_dir):
             # Trained, but not yet evaluated with the current eval settings.
-            status = {**status, "state": "pending", "stage": "evaluate"}
+            status = status.model_copy(update={"state": "pending", "stage": "evaluate"})
         return status
 
-    def write_status(self, state: str, **fields: Any) -> dict[str, Any]:
+    def write_status(self, state: str, **fields: Any) -> CellStatus:
         """Merge ``fields`` into status.json and set its state (keeps earlier timings)."""
         assert state in STATES, state
-        old = read_json(self.status_file) if self.status_file.is_file() else {}
+        old = CellStatus.read(self.root).model_dump() if CellStatus.exists(self.root) else {}
         status = {**old, **fields, "state": state, "updated": now()}
         if state == "running":
             status.update(pid=os.getpid(), host=socket.gethostname())
         if state != "failed":
-            status.pop("error", None)
+            status["error"] = None
         if state in ("done", "pending"):
-            status.pop("stage", None)  # a failed or interrupted cell keeps the stage it stopped in
-        write_json(self.status_file, status)
-        return status
+            status["stage"] = None  # a failed or interrupted cell keeps the stage it stopped in
+        record = CellStatus(**status)
+        record.write(self.root)
+        return record
 
     def is_done(self) -> bool:
-        return self.status().get("state") == "done"
+        return self.status().state == "done"
 
 
-def _alive(status: dict[str, Any]) -> bool:
+def _alive(status: CellStatus) -> bool:
     """Whether the process that marked a cell running still exists (only checkable on this host)."""
-    if status.get("host") != socket.gethostname():
+    if status.host != socket.gethostname():
         return True
-    pid = status.get("pid")
-    if not pid:
+    if not status.pid:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(status.pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -106,8 +96,7 @@ class StudyStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    study_file = property(lambda self: self.root / "study.json")
-    facts_file = property(lambda self: self.root / "facts.jsonl")
+    study_file = property(lambda self: StudyRecord.path(self.root))
     cells_dir = property(lambda self: self.root / "cells")
     results_csv = property(lambda self: self.root / "results.csv")
     summary_csv = property(lambda self: self.root / "summary.csv")
@@ -121,13 +110,16 @@ class StudyStore:
     def cell(self, key: str) -> CellStore:
         return CellStore(self.cells_dir / key)
 
+    def record(self) -> StudyRecord | None:
+        return StudyRecord.read(self.root) if StudyRecord.exists(self.root) else None
+
     def cells(self) -> list[CellStore]:
         """Cells of the current grid (listed in study.json), else every cell folder found."""
         found = {p.parent.name for p in self.cells_dir.glob("*/cell.json")} if self.cells_dir.is_dir() else set()
-        if self.study_file.is_file():
+        record = self.record()
+        if record is not None:
             # Folders of an earlier, different grid are kept on disk but not mixed into this study's results.
-            order = read_json(self.study_file).get("cells", [])
-            return [self.cell(k) for k in order if k in found]
+            return [self.cell(k) for k in record.cells if k in found]
         return [self.cell(k) for k in sorted(found)]
 
 
@@ -146,19 +138,18 @@ def require_mlflow():
 def log_cell_to_mlflow(study_root: str | Path, cell: CellStore) -> None:
     """Log one finished cell (axes as params, scalar metrics, curve per epoch, artifacts) to
     a local file store under the study folder, one MLflow run per cell."""
-    import math
+    from knowpack.evaluate.artifacts import EvalMetrics
 
     mlflow = require_mlflow()
     study_root = Path(study_root).resolve()
     mlflow.set_tracking_uri((study_root / "mlruns").as_uri())
-    mlflow.set_experiment(read_json(study_root / "study.json")["name"])
-    config = cell.config()
-    metrics = read_json(cell.eval_dir / "metrics.json")
-    with mlflow.start_run(run_name=f"{config.get('mixture')} {cell.key}"):
-        mlflow.log_params({**{k: v for k, v in config["axes"].items() if v is not None}, "cell": cell.key})
-        for name, value in _scalars(metrics).items():
-            if math.isfinite(value):
-                mlflow.log_metric(name, value)
+    mlflow.set_experiment(StudyRecord.read(study_root).name)
+    record = cell.record
+    metrics = EvalMetrics.read(cell.eval_dir)
+    with mlflow.start_run(run_name=f"{record.mixture} {cell.key}"):
+        mlflow.log_params({**{k: v for k, v in record.axes.items() if v is not None}, "cell": cell.key})
+        for name, value in metrics.scalars().items():
+            mlflow.log_metric(name, value)
         curve = cell.train_dir / "curve.csv"
         if curve.is_file():
             import pandas as pd
@@ -167,17 +158,6 @@ def log_cell_to_mlflow(study_root: str | Path, cell: CellStore) -> None:
                 for name in ("loss", "reliability", "retention"):
                     if name in row and row[name] == row[name]:
                         mlflow.log_metric(f"curve_{name}", float(row[name]), step=int(row["epoch"]))
-        for path in (cell.cell_file, cell.status_file, cell.eval_dir / "metrics.json", curve):
+        for path in (cell.cell_file, cell.status_file, EvalMetrics.path(cell.eval_dir), curve):
             if path.is_file():
                 mlflow.log_artifact(str(path))
-
-
-def _scalars(obj: Any, prefix: str = "") -> dict[str, float]:
-    """Flatten nested numeric values of metrics.json into ``a.b`` names (MLflow takes scalars only)."""
-    out: dict[str, float] = {}
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            out.update(_scalars(v, f"{prefix}{k}."))
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        out[prefix.rstrip(".")] = float(obj)
-    return out

@@ -7,11 +7,7 @@ from statistics import fmean
 from typing import Any
 
 from knowpack.evaluate.registry import MetricOutput, metric
-
-
-def question_key(text: str) -> str:
-    """Case- and whitespace-insensitive key used to decide whether a question was trained on."""
-    return " ".join(text.casefold().split())
+from knowpack.mix.artifacts import question_key
 
 
 def heldout_paraphrases(fact_ids: list[str], facts: dict, train_questions: set[str]) -> tuple[list[tuple[str, str]], int]:
@@ -79,7 +75,7 @@ def reliability(*, config, base_probe, adapter_probe, mix, reliability_answers) 
         for fid, lists in by_fact.items():
             per_fact.setdefault(fid, {})["generalization"] = _pair_share(lists)
     for name in ("trained_known", "retention"):
-        known = mix.eval_ids(name)
+        known = mix.eval_sets.ids(name)
         if known:
             summary[name] = {"n_facts": len(known), "p_greedy_before": _set_accuracy(base_probe, known),
                              "p_greedy_after": _set_accuracy(adapter_probe, known)}

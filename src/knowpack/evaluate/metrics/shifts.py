@@ -6,8 +6,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from knowpack.evaluate.registry import MetricOutput, metric
-
-CATEGORIES: tuple[str, ...] = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+from knowpack.probe.slick import CATEGORIES
 KNOWN: frozenset[str] = frozenset({"HighlyKnown", "MaybeKnown"})
 POSITIVE: frozenset[tuple[str, str]] = frozenset({
     ("Unknown", "MaybeKnown"), ("Unknown", "HighlyKnown"), ("WeaklyKnown", "MaybeKnown"),

@@ -27,7 +27,7 @@ import torch
 
 from knowpack.io import stable_hash
 from knowpack.models.loading import render_chat
-from knowpack.probe.backends.adapters import attach_adapter
+from knowpack.models.adapters import attach_adapter
 from knowpack.probe.backends.base import ListFeed, Request, register_backend
 from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, new_cache, rebuild_rows,
                                         supports_row_editing)

@@ -1,0 +1,116 @@
+"""Every output folder's ``manifest.json`` and the rule for who may write into a folder.
+
+The manifest says what produced a folder — stage, config, seed, the hashes of its inputs, package
+versions, time and command — and the stage's *key*: everything that decides the folder's results.
+It is written last, so a folder with a manifest is finished. ``inputs["model"]`` is the base
+model's content hash in every stage's manifest (probe, mix, train, evaluate), which is what lets
+an adapter be refused on a model it was not trained on.
+
+:func:`claim_folder` is the one rule every stage follows before it writes: a folder is reused
+when it holds this very run (same stage and key), resumed when it holds this run unfinished,
+refused when it holds another run or files knowpack did not write, and created otherwise. No
+stage ever deletes or overwrites what it did not make.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from knowpack.errors import KnowpackError
+from knowpack.io import package_versions
+from knowpack.schema import JsonArtifact
+
+CLAIM_FILE = ".knowpack-run.json"
+
+
+class Manifest(JsonArtifact):
+    """Provenance of one output folder (written last: its presence marks the folder finished)."""
+
+    file_name = "manifest.json"
+    writer = "knowpack"
+
+    stage: str
+    config: Any = None
+    seed: int | None = None
+    key: Any = None
+    inputs: dict[str, str | None] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(default_factory=dict)
+    packages: dict[str, str] = Field(default_factory=dict)
+    python: str = ""
+    platform: str = ""
+    created: str = ""
+    command: str = ""
+
+    @property
+    def model_hash(self) -> str | None:
+        """Content hash of the base model the folder was made with (every stage records it)."""
+        return self.inputs.get("model")
+
+
+def stamp(folder: str | os.PathLike, *, stage: str, config: Any, key: Any = None, seed: int | None = None,
+          inputs: dict[str, str | None] | None = None, details: dict[str, Any] | None = None) -> Manifest:
+    """Write ``folder/manifest.json`` for a finished stage and drop the folder's claim file."""
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
+    manifest = Manifest(
+        stage=stage, config=config, seed=seed, key=key, inputs=dict(inputs or {}), details=dict(details or {}),
+        packages=package_versions(), python=sys.version.split()[0], platform=platform.platform(),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=" ".join(sys.argv))
+    manifest.write(folder)
+    (Path(folder) / CLAIM_FILE).unlink(missing_ok=True)
+    return manifest
+
+
+class _Claim(JsonArtifact):
+    """Which run an unfinished folder belongs to (removed when the manifest is written)."""
+
+    file_name = CLAIM_FILE
+    writer = "knowpack"
+
+    stage: str
+    key: Any = None
+
+
+def _is_knowpack_file(path: Path) -> bool:
+    # Hidden files are knowpack's temporaries and claims; anything else may be the user's.
+    return path.name.startswith(".") or path.name == Manifest.file_name
+
+
+def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
+                 command: str) -> Literal["new", "resume", "finished"]:
+    """Decide whether ``stage`` may write into ``folder`` for the run identified by ``key``.
+
+    ``finished``: the folder holds this run, done (the caller returns its results).
+    ``resume``: it holds this run, unfinished (the caller continues it). ``new``: it is empty or
+    absent and now belongs to this run. Anything else — another stage's or another setting's run,
+    or files knowpack did not write — is refused with a message saying how to proceed.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KnowpackError(f"output folder {folder} is a file", hint=f"choose another --out for `{command}`")
+    if Manifest.exists(folder):
+        manifest = Manifest.read(folder)
+        if manifest.stage == stage and manifest.key == key:
+            return "finished"
+        what = f"a finished {manifest.stage} run" + (" with other settings" if manifest.stage == stage else "")
+        raise KnowpackError(f"{folder} already holds {what}",
+                            hint=f"rerun `{command}` with the same settings to reuse it, or choose another --out")
+    if _Claim.exists(folder):
+        claim = _Claim.read(folder)
+        if claim.stage == stage and claim.key == key:
+            return "resume"
+        raise KnowpackError(f"{folder} holds an unfinished {claim.stage} run with other settings",
+                            hint="rerun that command to finish it, or choose another --out")
+    if folder.is_dir() and any(not _is_knowpack_file(p) for p in folder.iterdir()):
+        raise KnowpackError(f"{folder} exists and holds files knowpack did not write",
+                            hint=f"choose a new or empty --out folder for `{command}`")
+    folder.mkdir(parents=True, exist_ok=True)
+    _Claim(stage=stage, key=key).write(folder)
+    return "new"

@@ -1,0 +1,60 @@
+"""Which few-shot exemplars each probe prompt uses: fixed shot sets (the paper) or same-relation shots (SliCK)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from knowpack.errors import KnowpackError
+from knowpack.facts.schema import Fact
+from knowpack.probe.config import ProbeConfig
+from knowpack.probe.prompts import build_shot_sets, group_by_relation, select_spread, shots_for
+
+
+@dataclass
+class ShotPlan:
+    """Which facts are probed and which shots each of the N prompts uses."""
+
+    facts: list[Fact]
+    held_out: list[Fact] = field(default_factory=list)
+    shot_sets: list[list[Fact]] | None = None
+    pool_by_relation: dict[str, list[Fact]] | None = None
+    # Where the exemplars come from: "held_out" (facts of the probed file, not probed), "given"
+    # (the caller's shot pool), "relation" (other facts of the same relation) or a packaged pool.
+    exemplars: str = "held_out"
+
+    def shots(self, fact: Fact, config: ProbeConfig) -> list[list[Fact]]:
+        return shots_for(fact, config, self.shot_sets, self.pool_by_relation)
+
+
+def plan_shots(config: ProbeConfig, facts: list[Fact], shot_pool: list[Fact] | None = None) -> ShotPlan:
+    """Decide the shot sets; raises KnowpackError before any work when the pool is too small.
+
+    ``fixed`` without ``shot_pool``: N×S facts are held out of ``facts`` (seeded, spread over
+    relations) as shots and are not probed. With ``shot_pool``: shots come from it and any fact
+    of the pool is not probed (it would be its own shot). ``relation``: shots are other facts of
+    the same relation, from ``shot_pool`` or else from ``facts``.
+    """
+    if config.shot_pool == "relation":
+        plan = ShotPlan(facts=list(facts), pool_by_relation=group_by_relation(shot_pool or facts),
+                        exemplars="relation")
+        for fact in plan.facts:  # validate every fact now: fail before writing anything
+            plan.shots(fact, config)
+        return plan
+    if config.shots == 0:
+        return ShotPlan(facts=list(facts), shot_sets=[[] for _ in range(config.prompts)], exemplars="none")
+    needed = config.prompts * config.shots
+    if shot_pool is None:
+        if needed >= len(facts):
+            raise KnowpackError(
+                f"{config.prompts} prompts × {config.shots} shots need {needed} held-out facts, "
+                f"but only {len(facts)} facts were given (at least one must remain to probe)",
+                hint="lower --prompts/--shots, pass more facts, or use --shot-pool relation")
+        pool = select_spread(facts, needed, config.seed)
+    else:
+        pool = list(shot_pool)
+    shot_sets = build_shot_sets(pool, config)
+    used = {f.id for s in shot_sets for f in s}
+    pool_ids = used if shot_pool is None else {f.id for f in shot_pool}
+    return ShotPlan(facts=[f for f in facts if f.id not in pool_ids],
+                    held_out=[f for f in facts if f.id in pool_ids], shot_sets=shot_sets,
+                    exemplars="held_out" if shot_pool is None else "given")

@@ -1,0 +1,114 @@
+"""Loading a study and every check that can be decided before the first training.
+
+``load_study`` validates the YAML, its overrides and every cell's stage configs. ``preflight``
+runs once the facts, the model and the base probe are at hand, still before any cell trains:
+unknown metric names and MMLU subjects, LoRA target modules the model does not have, and cells
+that need more facts of a category than the probe found. A study that would fail after hours
+fails in seconds instead, with every problem listed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from knowpack.errors import KnowpackError
+from knowpack.schema import validation_problems
+from knowpack.study.grid import Cell, expand_grid
+from knowpack.study.spec import Study, StudySpec, apply_overrides, raise_invalid, read_yaml
+
+
+def parse_study(raw: dict[str, Any], *, source: Path | None = None, overrides: list[str] | None = None) -> Study:
+    """Validate a raw study dict (after overrides) and every cell's configs; one error lists all problems."""
+    overrides = list(overrides or [])
+    data = apply_overrides(raw, overrides)
+    try:
+        spec = StudySpec.model_validate(data)
+    except ValidationError as exc:
+        raise_invalid(validation_problems(exc), source)
+    study = Study(spec=spec, source=source, overrides=overrides)
+    try:
+        expand_grid(study)  # cell configs (mix, train per grid point): a typo fails before hours of work
+    except KnowpackError as exc:
+        raise_invalid(exc.message.split("\n  "), source)
+    return study
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
+    """Read, override and validate a study YAML file."""
+    return parse_study(read_yaml(path), source=Path(path), overrides=overrides)
+
+
+def _eval_problems(study: Study) -> list[str]:
+    """Metric names and MMLU subjects that do not exist."""
+    from knowpack.evaluate.registry import load_builtin_metrics
+
+    problems = []
+    known = load_builtin_metrics()
+    for name in study.eval.metrics or []:
+        if name not in known:
+            problems.append(f"eval.metrics: unknown metric {name!r} (choose from: {', '.join(sorted(known))})")
+    if "mmlu" in study.eval.benchmarks and study.eval.mmlu_subjects:
+        from knowpack.evaluate.benchmarks import mmlu
+
+        subjects = {row["subject"] for row in mmlu.load_test()}
+        for subject in study.eval.mmlu_subjects:
+            if mmlu.subject_key(subject) not in subjects:
+                problems.append(f"eval.mmlu_subjects: unknown MMLU subject {subject!r}")
+    if study.eval.truthfulqa_path is not None and "truthfulqa" in study.eval.benchmarks \
+            and not Path(study.eval.truthfulqa_path).expanduser().is_file():
+        problems.append(f"eval.truthfulqa_path: file not found: {study.eval.truthfulqa_path}")
+    return problems
+
+
+def _target_problems(cells: list[Cell], model) -> list[str]:
+    """LoRA target modules that the model does not have (checked once per distinct target list)."""
+    from knowpack.train.trainer import linear_module_names
+
+    available = set(linear_module_names(model))
+    missing = sorted({t for cell in cells for t in cell.train.targets if t not in available})
+    if not missing:
+        return []
+    return [f"train.targets: module(s) {', '.join(missing)} not found in the model "
+            f"(available linear modules: {', '.join(sorted(available))})"]
+
+
+def _pool_problems(cells: list[Cell], categories: list[dict]) -> list[str]:
+    """Cells whose mixture needs more facts of a category than the base probe found."""
+    from knowpack.mix.config import KIND_CATEGORY
+
+    counts = Counter(row["category"] for row in categories)
+    problems = []
+    for cell in cells:
+        mix = cell.mix
+        reserved = {c: min(mix.heldout_per_category, counts[c]) for c in counts}
+        free = {c: counts[c] - reserved.get(c, 0) for c in counts}
+        need: Counter = Counter()
+        if mix.kind == "control":
+            need["HighlyKnown"] += mix.unknown * (1 + mix.extra)
+        else:
+            need["Unknown"] += mix.unknown
+            if mix.kind in KIND_CATEGORY:
+                need[KIND_CATEGORY[mix.kind]] += mix.unknown * mix.extra
+        for category, n in need.items():
+            if n > free.get(category, 0):
+                problems.append(f"grid cell {cell.title()}: needs {n} {category} facts, the base probe has "
+                                f"{counts.get(category, 0)} ({reserved.get(category, 0)} held out for evaluation)")
+    return problems
+
+
+def preflight(study: Study, cells: list[Cell], model, categories: list[dict] | None = None) -> None:
+    """Every check decidable from the spec and the model (and, once it is given, the base probe's
+    ``categories``), before the first cell trains."""
+    if categories is None:
+        problems = _eval_problems(study)
+        if getattr(model, "model", None) is not None:
+            problems += _target_problems(cells, model.model)
+    else:
+        problems = _pool_problems(cells, categories)
+    if problems:
+        raise KnowpackError("the study cannot run as specified:\n" + "\n".join(f"  {p}" for p in problems),
+                            hint="fix the keys named above, or probe more facts (facts_sample, facts)")

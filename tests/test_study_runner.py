@@ -197,3 +197,21 @@ def test_override_changes_cells_and_folder(tmp_path):
     run = _run(path, FakeStages(), overrides=["grid.unknown=[2]", "grid.seed=[1]"])
     assert len(run.cells) == 2
     assert read_json(run.out_dir / "study.json")["overrides"] == ["grid.unknown=[2]", "grid.seed=[1]"]
+
+
+def test_a_changed_model_under_the_same_name_is_refused(tmp_path):
+    """Same model spec, other weights: finished cells would meet a model their adapters never saw."""
+    from knowpack.errors import KnowpackError
+
+    class Loaded:
+        def __init__(self, model_hash):
+            self.model_hash = model_hash
+
+    path = write_spec(tmp_path, grid={"unknown": [2], "extra": [0], "kind": ["paraphrase"], "seed": [1]})
+    first = FakeStages()
+    first.load_model = lambda spec: Loaded("fake-model")
+    _run(path, first)
+    second = FakeStages()
+    second.load_model = lambda spec: Loaded("other-weights")
+    with pytest.raises(KnowpackError, match="is not the model this study was run with"):
+        _run(path, second, overrides=["eval.max_untrained=5"])  # new eval settings: the cell would re-evaluate

@@ -198,12 +198,25 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
     if not is_done(base):
         log.info("probing the base model once for all cells → %s", base)
         stages.run_probe(study.probe, facts, model, base, progress=progress)
+    _check_same_model(model, ProbeFolder(base), study)
     preflight(study, cells, model, ProbeFolder(base).category_dicts())  # enough facts for every cell?
     paraphrases = None
     if study.spec.paraphrases:
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
     return _Context(study=study, stages=stages, store=store, facts=facts, model=model, base_dir=base,
                     progress=progress, paraphrases=paraphrases)
+
+
+def _check_same_model(model: Any, base, study: Study) -> None:
+    """Refuse to go on when the model's weights changed since the study's base probe (same name,
+    other content): every finished cell's adapter would be evaluated on a model it was not trained on."""
+    from knowpack.errors import KnowpackError
+
+    loaded = getattr(model, "model_hash", None)
+    if loaded and base.model_hash != loaded:
+        raise KnowpackError(f"model {study.spec.model!r} is not the model this study was run with "
+                            f"(base probe {base.model_hash}, loaded {loaded})",
+                            hint="its weights changed: set a new `out` for the study (or restore the model)")
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,

@@ -83,6 +83,20 @@ def _is_knowpack_file(path: Path) -> bool:
     return path.name.startswith(".") or path.name == Manifest.file_name
 
 
+def refuse_foreign(folder: str | os.PathLike, *, marker: str, command: str) -> None:
+    """Refuse a folder that exists, is not empty and does not hold ``marker`` (knowpack's own file).
+
+    For folders that are entered again and again with changing settings (a study's ``out``),
+    where :func:`claim_folder`'s one-run rule does not apply but foreign files must still be safe.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KnowpackError(f"output folder {folder} is a file", hint=f"choose another folder for `{command}`")
+    if folder.is_dir() and not (folder / marker).exists() and any(not _is_knowpack_file(p) for p in folder.iterdir()):
+        raise KnowpackError(f"{folder} exists and holds files knowpack did not write",
+                            hint=f"choose a new or empty folder for `{command}`")
+
+
 def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
                  command: str) -> Literal["new", "resume", "finished"]:
     """Decide whether ``stage`` may write into ``folder`` for the run identified by ``key``.

@@ -26,6 +26,7 @@ from knowpack.models.adapters import adapter_hash
 from knowpack.probe.artifacts import CategoryRow, GenerationRow, ProbeFolder, ProbeSummary, ShotSets
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.early_exit import probe_chunk
+from knowpack.probe.limits import check_prompt_lengths
 from knowpack.probe.matching import is_correct
 from knowpack.probe.prompts import build_shot_sets, fewshot_prompt, group_by_relation
 from knowpack.probe.shots import ShotPlan, plan_shots
@@ -145,6 +146,7 @@ def run_probe(config: ProbeConfig, facts: list[Fact], model: Any, out_dir: str |
     if claim_folder(out_dir, stage="probe", key=run_key, command="knowpack probe") == "finished":
         return ProbeSummary.read(out_dir)
     backend, identity = resolve_backend(model, config, adapter)
+    check_prompt_lengths(plan, config, backend)
     start = time.perf_counter()
     items = _probe_all(plan, backend, config, out_dir, run_key, progress=progress, on_chunk=on_chunk)
     summary = ProbeSummary(**summarize([i["record"] for i in items], plan.facts),

@@ -1,9 +1,9 @@
 """Loading a study and every check that can be decided before the first training.
 
-``load_study`` validates the YAML, its overrides and every cell's stage configs. ``preflight``
-runs once the facts, the model and the base probe are at hand, still before any cell trains:
-unknown metric names and MMLU subjects, LoRA target modules the model does not have, and cells
-that need more facts of a category than the probe found. A study that would fail after hours
+``load_study`` validates the YAML, its overrides, every cell's stage configs, metric names and
+MMLU subjects. ``preflight`` runs once the model and then the base probe are at hand, still
+before any cell trains: LoRA target modules the model does not have, and cells that need more
+facts of a category than the probe found. A study that would fail after hours
 fails in seconds instead, with every problem listed.
 """
 
@@ -30,10 +30,13 @@ def parse_study(raw: dict[str, Any], *, source: Path | None = None, overrides: l
     except ValidationError as exc:
         raise_invalid(validation_problems(exc), source)
     study = Study(spec=spec, source=source, overrides=overrides)
+    problems = _eval_problems(study)
     try:
         expand_grid(study)  # cell configs (mix, train per grid point): a typo fails before hours of work
     except KnowpackError as exc:
-        raise_invalid(exc.message.split("\n  "), source)
+        problems += exc.message.split("\n  ")
+    if problems:
+        raise_invalid(problems, source)
     return study
 
 
@@ -104,9 +107,7 @@ def preflight(study: Study, cells: list[Cell], model, categories: list[dict] | N
     """Every check decidable from the spec and the model (and, once it is given, the base probe's
     ``categories``), before the first cell trains."""
     if categories is None:
-        problems = _eval_problems(study)
-        if getattr(model, "model", None) is not None:
-            problems += _target_problems(cells, model.model)
+        problems = _target_problems(cells, model.model) if getattr(model, "model", None) is not None else []
     else:
         problems = _pool_problems(cells, categories)
     if problems:

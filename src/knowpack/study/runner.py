@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from knowpack.io import stable_hash, write_jsonl
-from knowpack.manifest import stamp
+from knowpack.manifest import refuse_foreign, stamp
 from knowpack.progress import progress_bar
 from knowpack.study.artifacts import StudyRecord
 from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
@@ -170,6 +170,7 @@ def run_study(study: Study, *, stages: Stages | None = None, progress: bool = Tr
     from knowpack.report.aggregate import write_results
 
     stages = stages or Stages.real()
+    refuse_foreign(study.out_dir, marker=StudyRecord.file_name, command="knowpack study run")
     store = StudyStore(study.out_dir)
     cells = expand_grid(study)
     _write_study_file(study, store, cells)

@@ -13,7 +13,7 @@ BENCHMARK_NAMES: tuple[str, ...] = ("mmlu", "truthfulqa")
 
 
 class EvalConfig(StrictModel):
-    """Settings of one evaluation (DESIGN.md "Configs split by concern").
+    """Settings of one evaluation (docs/design.md, "Configs").
 
     ``probe`` holds ProbeConfig fields that override the base probe's own settings (read from the
     mix's probe folder), so the adapted model is probed exactly like the base model unless asked.

@@ -161,7 +161,7 @@ def load_model(spec: str | None = None, *, dtype: str = "auto", device: str | No
 
 
 def render_chat(tokenizer, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
-    """Render messages with the tokenizer's chat template (DESIGN.md prompt contract)."""
+    """Render messages with the tokenizer's chat template (docs/design.md, "Prompts")."""
     return tokenizer.apply_chat_template(messages, tokenize=False,
                                          add_generation_prompt=add_generation_prompt)
 

@@ -1,4 +1,4 @@
-"""ProbeConfig: every knob of the SliCK-style knowledge probe (DESIGN.md "Categories")."""
+"""ProbeConfig: every knob of the SliCK-style knowledge probe (docs/design.md, "Categories")."""
 
 from __future__ import annotations
 

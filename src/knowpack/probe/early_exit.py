@@ -62,7 +62,7 @@ class _FactState:
             "sampled_correct": self.sampled_correct,
             "samples": self.sampled,
             # Refused: some greedy answer declines and none is right (the paper only looked at
-            # the first answer, and only for the word "information"; paper-notes §6.5).
+            # the first answer, and only for the word "information", which misses "I cannot verify").
             "refused": any(greedy_refusals) and not any(self.greedy_correct),
         }
 

@@ -1,4 +1,4 @@
-"""Answer correctness: normalisation, answer spans and the three matching rules (DESIGN.md "Correctness")."""
+"""Answer correctness: normalisation, answer spans and the three matching rules (docs/design.md, "Correctness")."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def answer_span(generation: str) -> str:
 
 
 def _usable(aliases: Iterable[str]) -> list[str]:
-    # Empty aliases would match everything (the paper's `find('') + 1` bug, paper-notes §6.5).
+    # Empty aliases would match everything: the paper's code tests `answer.find(alias) + 1`, which is
+    # true for an empty alias, so such facts counted as known whatever the model said.
     return [a for a in aliases if a and a.strip()]
 
 

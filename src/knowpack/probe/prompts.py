@@ -1,4 +1,4 @@
-"""Chat prompts of the probe and of training examples, and the few-shot pools (DESIGN.md "Prompts")."""
+"""Chat prompts of the probe and of training examples, and the few-shot pools (docs/design.md, "Prompts")."""
 
 from __future__ import annotations
 

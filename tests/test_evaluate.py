@@ -74,7 +74,7 @@ def test_full_evaluation_outputs(setup):
     out = setup["root"] / "eval"
     result = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
     metrics = {**result.sections, "meta": result.meta.model_dump()}
-    assert list(metrics)[:8] == ["canary", "reliability", "shifts", "noise_floor", "refusals", "collapse",
+    assert list(metrics)[:8] == ["canary", "reliability", "shifts", "floors", "refusals", "collapse",
                                  "explanations", "benchmarks"]
     assert metrics["canary"]["max_abs_logit_diff"] > 0
     rel = metrics["reliability"]
@@ -83,18 +83,22 @@ def test_full_evaluation_outputs(setup):
     assert gen["n_paraphrases"] == 2 and gen["excluded_trained_paraphrases"] == 2
     assert metrics["shifts"]["trained"]["all"]["n"] == 2
     assert metrics["shifts"]["untrained"]["all"]["n"] == len(setup["probed"]) - 2
-    assert "noise_floor" in metrics["shifts"]["untrained"]
-    assert metrics["noise_floor"]["all"]["n"] == len(setup["probed"])
+    untrained = len(setup["probed"]) - 2
+    for yardstick in ("paired_floor", "prompt_sensitivity", "second_draw"):
+        assert metrics["shifts"]["untrained"][yardstick]["n"] == untrained
+    assert metrics["floors"]["paired_floor"]["n"] == untrained
     assert metrics["benchmarks"]["mmlu"]["base"]["n_questions"] == 2
     assert "delta_acc" in metrics["benchmarks"]["mmlu"]
     assert metrics["meta"]["n_facts"] == len(setup["probed"])
     table = pd.read_parquet(out / "per_fact.parquet")
     assert len(table) == len(setup["probed"])
-    assert {"base_category", "adapted_category", "noise_category", "trained", "adapted_refusal_rate"} <= set(table.columns)
+    assert {"base_category", "adapted_category", "paired_floor_category", "prompt_sensitivity_category",
+            "adapted_category_other_prompts", "trained", "adapted_refusal_rate"} <= set(table.columns)
     assert table.set_index("id").loc[setup["trained"][0], "role"] == "unknown"
     with open(out / "transitions.csv") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["comparison"] for r in rows} == {"base→adapted", "base→base(other seed)"}
+    assert {r["comparison"] for r in rows} == {"base→adapted", "base→base(same prompts)", "base→base(other prompts)",
+                                              "base→adapted(other prompts)"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "evaluate" and manifest["inputs"]["adapter"] and manifest["inputs"]["model"]
     # Same inputs, same folder: the stored metrics come back without recomputation.
@@ -130,9 +134,9 @@ def test_cli_evaluate(setup):
     result = CliRunner().invoke(app, [
         "evaluate", "--model", str(setup["model"]), "--adapter", str(setup["adapter"]), "--mix", str(setup["mix"]),
         "--out", str(out), "--facts", str(setup["facts"]), "--benchmarks", "none", "--no-noise-floor",
-        "--metrics", "canary,reliability,shifts,noise_floor,benchmarks", "--quiet"])
+        "--metrics", "canary,reliability,shifts,floors,benchmarks", "--quiet"])
     assert result.exit_code == 0, result.output
     assert "reliability" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["noise_floor"]["status"] == "disabled"
-    assert set(metrics) == {"canary", "reliability", "shifts", "noise_floor", "benchmarks", "meta", "format_version"}
+    assert metrics["floors"]["status"] == "disabled"
+    assert set(metrics) == {"canary", "reliability", "shifts", "floors", "benchmarks", "meta", "format_version"}

@@ -14,7 +14,7 @@ from knowpack.report.aggregate import paired_tests, write_results
 from knowpack.report.html import build_report, fmt_ci
 
 REQUIRED = ["unknown", "extra", "kind", "seed", "reliability", "positive_shift", "negative_shift",
-            "noise_floor_negative", "refusal_rate_base", "refusal_rate", "unique_answers_base",
+            "prompt_sensitivity_negative", "refusal_rate_base", "refusal_rate", "unique_answers_base",
             "unique_answers", "mmlu_base", "mmlu"]
 
 

@@ -53,7 +53,8 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
         "shifts": {"untrained": {
             "all": {"n": len(held), "positive_share": sum(p in pos for p in pairs) / len(held),
                     "negative_share": sum(p in neg for p in pairs) / len(held), "counts": counts},
-            "noise_floor": {"positive_share": 0.02, "negative_share": 0.03}}},
+            "paired_floor": {"positive_share": 0.0, "negative_share": 0.01},
+            "prompt_sensitivity": {"positive_share": 0.02, "negative_share": 0.03}}},
         "refusals": {"all": {"base": {"fact_rate": 0.15}, "adapted": {"fact_rate": round(0.1 / n, 4)}}},
         "collapse": {"base": {"unique_answers": 200}, "adapted": {"unique_answers": 200 - n - extra},
                      "attractors": [{"answer": "paris", "count_before": 1, "count_after": 9 + n,
@@ -75,7 +76,7 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
                   "adapted_category": [after[c["id"]] for c in categories]}).to_parquet(out_dir / "per_fact.parquet")
     rows = [{"comparison": "base→adapted", "group": "untrained", "subgroup": "all", "from": a, "to": b,
              "count": counts[a][b], "share": counts[a][b] / len(held)} for a in CATS for b in CATS]
-    rows += [{"comparison": "base→base(other seed)", "group": "untrained", "subgroup": "all", "from": a, "to": b,
+    rows += [{"comparison": "base→base(other prompts)", "group": "untrained", "subgroup": "all", "from": a, "to": b,
               "count": int(a == b) * 10, "share": None} for a in CATS for b in CATS]
     pd.DataFrame(rows).to_csv(out_dir / "transitions.csv", index=False)
     stamp(out_dir, stage="evaluate", config={}, key="fake", inputs={"model": "fake"})

@@ -41,7 +41,7 @@ def test_study_with_real_stages(tmp_path, tiny_model_dir):
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(results["state"]) == ["done"]
     assert results["epochs"].eq(2).all() and results["reliability"].between(0, 1).all()
-    assert results["positive_shift"].notna().all() and results["noise_floor_negative"].notna().all()
+    assert results["positive_shift"].notna().all() and results["prompt_sensitivity_negative"].notna().all()
     again = run_study(load_study(path), progress=False, console=Console(quiet=True))
     assert len(again.skipped) == 1
     page = build_report(tmp_path / "out").read_text()

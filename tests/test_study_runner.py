@@ -81,7 +81,7 @@ class FakeStages:
             raise Killed()  # after the curve, before train_summary.json: a half-finished stage
         write_json(out_dir / "train_summary.json", {"epochs_run": config.epochs})
 
-    def evaluate(self, config, model, adapter_dir, mix_dir, out_dir, *, progress=True):
+    def evaluate(self, config, model, adapter_dir, mix_dir, out_dir, *, progress=True, base_cache=None):
         self._count("evaluate")
         cell = json.loads((Path(adapter_dir).parents[1] / "cell.json").read_text())  # cells/<key>/train/adapter
         axes = cell["axes"]

@@ -39,10 +39,12 @@ def _summary_lines(metrics) -> list[str]:
                      + (f"; held-out paraphrases {_fmt(gen.get('reliability'))}" if "reliability" in gen else ""))
     shifts = metrics.value("shifts.untrained")
     if shifts:
-        s, noise = shifts["all"], shifts.get("noise_floor") or {}
-        lines.append(f"untrained facts (n={s['n']}): positive shift {_fmt(s['positive_share'])} "
-                     f"(noise {_fmt(noise.get('positive_share'))}), negative {_fmt(s['negative_share'])} "
-                     f"(noise {_fmt(noise.get('negative_share'))})")
+        s, paired = shifts["all"], shifts.get("paired_floor") or {}
+        other = shifts.get("prompt_sensitivity") or {}
+        lines.append(f"untrained facts (n={s['n']}): positive shift {_fmt(s['positive_share'])}, negative "
+                     f"{_fmt(s['negative_share'])}; paired floor {_fmt(paired.get('positive_share'))} / "
+                     f"{_fmt(paired.get('negative_share'))}, prompt sensitivity {_fmt(other.get('positive_share'))} / "
+                     f"{_fmt(other.get('negative_share'))}")
     ref = metrics.value("refusals.all")
     if ref:
         lines.append(f"refusals (facts): base {_fmt(ref['base']['fact_rate'])} → adapted {_fmt(ref['adapted']['fact_rate'])}")

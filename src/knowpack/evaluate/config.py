@@ -27,9 +27,13 @@ class EvalConfig(StrictModel):
         None, ge=0, description="re-probe at most this many untrained facts (seeded sample; held-out "
                                 "and retention facts are always kept); None = every probed fact")
     seed: int = 0
-    # Noise floor: a second base-model probe differing only in seed and batch order.
-    noise_floor: bool = True
-    noise_seed_offset: int = Field(1, ge=1)
+    # The yardsticks of every shift, on the untrained facts: the paired floor (the base model
+    # probed again with the same prompts, facts in another order: what batching alone changes,
+    # close to zero) and prompt sensitivity (the base model with another draw of few-shot prompts).
+    noise_floor: bool = Field(True, description="measure the paired floor and prompt sensitivity of the base model")
+    second_draw: bool = Field(True, description="also probe the adapter with the second prompt draw, so a shift "
+                                                "can be shown not to be an artefact of one prompt set")
+    noise_seed_offset: int = Field(1, ge=1, description="seed offset of the second draw of few-shot prompts")
     # Answer collapse.
     attractor_alpha: float = Field(0.05, gt=0, lt=1)
     attractor_correction: Literal["bh", "bonferroni"] = "bh"

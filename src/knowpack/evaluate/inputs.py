@@ -1,7 +1,8 @@
 """Evaluation inputs: each is computed once per run by an ``EvalContext`` and handed to the metrics.
 
-Inputs: ``mix``, ``facts``, ``probe_config``, ``match_mode``, ``base_probe``, ``adapted_model``,
-``canary``, ``adapter_probe``, ``noise_probe``, ``reliability_answers``, ``collapse``, ``benchmarks``.
+Inputs: ``mix``, ``probe``, ``facts``, ``probe_config``, ``match_mode``, ``base_probe``,
+``adapted_model``, ``canary``, ``adapter_probe``, ``paired_probe``, ``sensitivity_probe``,
+``adapter_alt_probe``, ``reliability_answers``, ``collapse``, ``benchmarks``.
 Probe inputs are ``{fact_id: categories.jsonl row}`` dicts.
 """
 
@@ -32,9 +33,11 @@ class EvalContext:
     """Lazily computes and caches the inputs of one evaluation run."""
 
     def __init__(self, config, loaded, adapter_dir: Path, mix_dir: Path, out_dir: Path, *,
-                 progress: bool = True, mix: MixFolder | None = None):
+                 progress: bool = True, mix: MixFolder | None = None, base_cache: Path | None = None):
         self.config, self.loaded = config, loaded
         self.adapter_dir, self.mix_dir, self.out_dir = Path(adapter_dir), Path(mix_dir), Path(out_dir)
+        # Where probes of the base model are kept; a study points every cell at one shared folder.
+        self.base_cache = Path(base_cache) if base_cache is not None else self.out_dir / "probes"
         self.progress = progress
         self._values: dict[str, Any] = {} if mix is None else {"mix": mix}
         self._active: list[str] = []
@@ -186,10 +189,10 @@ def _shot_pool(ctx: EvalContext) -> list | None:
     return list(ctx.get("all_facts").values())
 
 
-def _run_probe(ctx: EvalContext, loaded, config, facts: list, name: str) -> dict[str, dict]:
+def _run_probe(ctx: EvalContext, loaded, config, facts: list, name: str, root: Path | None = None) -> dict[str, dict]:
     from knowpack.probe.runner import run_probe
 
-    folder = ctx.out_dir / "probes" / name
+    folder = (root or ctx.out_dir / "probes") / name
     run_probe(config, facts, loaded, folder, shot_pool=_shot_pool(ctx), progress=ctx.progress)
     return probe_rows(folder)
 
@@ -200,17 +203,54 @@ def _adapter_probe(ctx: EvalContext) -> dict[str, dict]:
     return _run_probe(ctx, ctx.get("adapted_model"), ctx.get("probe_config"), facts, "adapter")
 
 
-@evaluation_input("noise_probe")
-def _noise_probe(ctx: EvalContext) -> dict[str, dict] | None:
+def _untrained(ctx: EvalContext) -> list:
+    """The re-probed facts that no training example touched (where shifts are spill-over)."""
+    trained = ctx.get("mix").trained_ids
+    return [f for fid, f in ctx.get("facts").items() if fid not in trained]
+
+
+def _base_reprobe(ctx: EvalContext, config, facts: list, name: str) -> dict[str, dict]:
+    """A probe of the base model, cached by what decides it: every cell of a study that shares the
+    base probe, its held-out facts and the settings computes it once (``EvalContext.base_cache``)."""
+    from knowpack.io import stable_hash
+
+    key = stable_hash({"model": ctx.loaded.model_hash, "config": config.result_key(),
+                       "facts": [f.model_dump(mode="json") for f in facts],
+                       "shots": [f.id for f in _shot_pool(ctx) or []]}, length=16)
+    with ctx.base_model() as base:
+        return _run_probe(ctx, base, config, facts, f"{name}-{key}", root=ctx.base_cache)
+
+
+def _other_draw(ctx: EvalContext):
+    config = ctx.get("probe_config")
+    return config.model_copy(update={"seed": config.seed + ctx.config.noise_seed_offset})
+
+
+@evaluation_input("paired_probe")
+def _paired_probe(ctx: EvalContext) -> dict[str, dict] | None:
+    """The base model again with the very same prompts, facts in another order (other batch mates)."""
     if not ctx.config.noise_floor:
         return None
-    config = ctx.get("probe_config")
-    config = config.model_copy(update={"seed": config.seed + ctx.config.noise_seed_offset})
-    facts = list(ctx.get("facts").values())
-    # A different order puts different facts in each batch, so padding/batching noise is included.
-    random.Random(f"noise-order:{config.seed}").shuffle(facts)
-    with ctx.base_model() as base:
-        return _run_probe(ctx, base, config, facts, f"noise-seed{config.seed}")
+    facts = _untrained(ctx)
+    random.Random(f"paired-order:{ctx.config.seed}").shuffle(facts)
+    return _base_reprobe(ctx, ctx.get("probe_config"), facts, "paired")
+
+
+@evaluation_input("sensitivity_probe")
+def _sensitivity_probe(ctx: EvalContext) -> dict[str, dict] | None:
+    """The base model with the second draw of few-shot prompts."""
+    if not ctx.config.noise_floor:
+        return None
+    return _base_reprobe(ctx, _other_draw(ctx), _untrained(ctx), "other-prompts")
+
+
+@evaluation_input("adapter_alt_probe")
+def _adapter_alt_probe(ctx: EvalContext) -> dict[str, dict] | None:
+    """The adapted model with the second draw of prompts (compared with the base model on that draw)."""
+    if not (ctx.config.noise_floor and ctx.config.second_draw):
+        return None
+    config = _other_draw(ctx)
+    return _run_probe(ctx, ctx.get("adapted_model"), config, _untrained(ctx), f"adapter-seed{config.seed}")
 
 
 @evaluation_input("reliability_answers")

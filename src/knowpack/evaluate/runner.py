@@ -64,11 +64,13 @@ def write_transitions(path: Path, outputs: dict[str, MetricOutput]) -> None:
 
 
 def evaluate(config: EvalConfig, model, adapter_dir: str | Path, mix_dir: str | Path, out_dir: str | Path, *,
-             progress: bool = True) -> EvalMetrics:
+             progress: bool = True, base_cache: str | Path | None = None) -> EvalMetrics:
     """Evaluate an adapter against its base model on a mixture; returns ``metrics.json``.
 
     ``model`` is a ``LoadedModel`` or a model spec for ``load_model``. The adapter canary runs
     first and raises ``KnowpackError`` for an adapter that does not change the model.
+    ``base_cache``: where the base model's re-probes (paired floor, prompt sensitivity) are kept;
+    a study passes one folder for all its cells, so each is computed once per seed, not per cell.
     """
     from knowpack.models.loading import LoadedModel, load_model
 
@@ -79,7 +81,8 @@ def evaluate(config: EvalConfig, model, adapter_dir: str | Path, mix_dir: str | 
     key = run_key(config, loaded.model_hash, adapter_dir, mix_dir)
     if claim_folder(out_dir, stage="evaluate", key=key, command="knowpack evaluate") == "finished":
         return EvalMetrics.read(out_dir)
-    ctx = EvalContext(config, loaded, adapter_dir, mix_dir, out_dir, progress=progress, mix=mix)
+    ctx = EvalContext(config, loaded, adapter_dir, mix_dir, out_dir, progress=progress, mix=mix,
+                      base_cache=base_cache)
     try:
         ctx.get("canary")  # before anything else: an inert adapter must not produce numbers
         outputs: dict[str, MetricOutput] = {}

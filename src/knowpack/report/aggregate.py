@@ -22,8 +22,14 @@ METRIC_PATHS: dict[str, str] = {
     # Shifts are measured on untrained (held-out) facts: spill-over, not the facts that were taught.
     "positive_shift": "shifts.untrained.all.positive_share",
     "negative_shift": "shifts.untrained.all.negative_share",
-    "noise_floor_positive": "shifts.untrained.noise_floor.positive_share",
-    "noise_floor_negative": "shifts.untrained.noise_floor.negative_share",
+    # Their yardsticks: base vs base on the same prompts, base vs base on other prompts, and the
+    # shift itself measured on the other prompt draw.
+    "paired_floor_positive": "shifts.untrained.paired_floor.positive_share",
+    "paired_floor_negative": "shifts.untrained.paired_floor.negative_share",
+    "prompt_sensitivity_positive": "shifts.untrained.prompt_sensitivity.positive_share",
+    "prompt_sensitivity_negative": "shifts.untrained.prompt_sensitivity.negative_share",
+    "second_draw_positive": "shifts.untrained.second_draw.positive_share",
+    "second_draw_negative": "shifts.untrained.second_draw.negative_share",
     "refusal_rate_base": "refusals.all.base.fact_rate",
     "refusal_rate": "refusals.all.adapted.fact_rate",
     "unique_answers_base": "collapse.base.unique_answers",
@@ -35,7 +41,9 @@ METRIC_PATHS: dict[str, str] = {
     "truthfulqa_mc2_base": "benchmarks.truthfulqa.base.mc2",
     "truthfulqa_mc2": "benchmarks.truthfulqa.adapted.mc2",
 }
-REQUIRED_METRICS = [c for c in METRIC_PATHS if not c.startswith(("truthfulqa", "noise_floor_positive"))]
+# Columns dropped from results.csv when no cell has them (benchmarks without data, yardsticks turned off).
+OPTIONAL_PREFIXES = ("truthfulqa", "paired_floor", "prompt_sensitivity", "second_draw")
+REQUIRED_METRICS = [c for c in METRIC_PATHS if not c.startswith(OPTIONAL_PREFIXES)]
 RUN_COLUMNS = ["epochs", "final_loss", "train_seconds", "wall_seconds"]
 
 
@@ -207,7 +215,7 @@ def attractors_table(study_dir: str | Path, top: int = 3) -> pd.DataFrame:
 
 
 def transitions_table(study_dir: str | Path) -> pd.DataFrame:
-    """Summed transition counts on untrained facts per (n, mixture) over seeds, plus the noise floor."""
+    """Summed transition counts on untrained facts per (n, mixture) over seeds, plus the yardsticks."""
     parts = []
     for cs, config, _metrics in cell_metrics(study_dir):
         path = cs.eval_dir / "transitions.csv"
@@ -224,20 +232,21 @@ def transitions_table(study_dir: str | Path) -> pd.DataFrame:
 
 
 def transition_matrices(transitions: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(title, before×after count matrix) per (n, mixture), then one pooled noise-floor matrix."""
+    """(title, before×after count matrix) per (n, mixture), then the base-vs-base yardsticks."""
     if transitions.empty:
         return []
     out = []
     adapted = order_cells(transitions[transitions["comparison"] == "base→adapted"])
     for (n, mixture), g in adapted.groupby(["unknown", "mixture"], sort=False):
         out.append((f"{n} UK + {mixture}", g.pivot_table(index="from", columns="to", values="count", aggfunc="sum")))
-    noise = transitions[transitions["comparison"] != "base→adapted"]
-    if len(noise):
-        # Every cell carries the same kind of base-vs-base probe; one cell's matrix is the yardstick.
-        first = noise.iloc[0]
-        noise = noise[(noise["unknown"] == first["unknown"]) & (noise["mixture"] == first["mixture"])]
-        out.append(("noise floor (base vs base)", noise.pivot_table(index="from", columns="to", values="count",
-                                                                    aggfunc="sum")))
+    for comparison, title in (("base→base(same prompts)", "paired floor (base vs base)"),
+                              ("base→base(other prompts)", "prompt sensitivity (base vs base)")):
+        floor = transitions[transitions["comparison"] == comparison]
+        if len(floor):
+            # Every cell of a seed shares its base-model re-probes; one cell's matrix is the yardstick.
+            first = floor.iloc[0]
+            floor = floor[(floor["unknown"] == first["unknown"]) & (floor["mixture"] == first["mixture"])]
+            out.append((title, floor.pivot_table(index="from", columns="to", values="count", aggfunc="sum")))
     return out
 
 

@@ -109,27 +109,34 @@ def _metric_section(b: _Builder, summary: pd.DataFrame, name: str, columns: list
     return table
 
 
+YARDSTICKS = {"paired_floor": "paired floor", "prompt_sensitivity": "prompt sensitivity",
+              "second_draw": "shift on other prompts"}
+
+
 def _shifts(b: _Builder, summary: pd.DataFrame) -> None:
-    cols = ["positive_shift", "negative_shift", "noise_floor_positive", "noise_floor_negative"]
+    cols = ["positive_shift", "negative_shift",
+            *(f"{name}_{side}" for name in YARDSTICKS for side in ("positive", "negative"))]
     table = _metric_section(b, summary, "shifts", cols, "Knowledge shifts (paper Table 3)")
     if table.empty:
         return
     parts = []
     for side in ("positive", "negative"):
         wide = pivot_ci(table, f"{side}_shift")
-        floor = f"noise_floor_{side}"
-        if f"{floor}_mean" in table:
-            floors = table.groupby("unknown")[f"{floor}_mean"].mean()
-            wide["noise floor"] = wide["# Unknown"].map(floors).map(lambda v: "—" if math.isnan(v) else f"{v:.3f}")
+        for name, label in YARDSTICKS.items():
+            if f"{name}_{side}_mean" in table:
+                values = table.groupby("unknown")[f"{name}_{side}_mean"].mean()
+                wide[label] = wide["# Unknown"].map(values).map(lambda v: "—" if math.isnan(v) else f"{v:.3f}")
         wide.insert(1, "shift", side)
         parts.append(wide)
     wide = pd.concat(parts).sort_values(["# Unknown", "shift"], ascending=[True, False], kind="stable")
     body = _img(plots.shifts_vs_n(summary, b.plot("shifts_vs_n")), "shifts vs n") + _html_table(wide, index=False)
     b.add("shifts", "Knowledge shifts (paper Table 3)", body,
           "Share of held-out (untrained) facts whose SliCK category improved (positive: UK→MK/HK, MK→HK, "
-          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). The noise floor is the same share "
-          "between two base-model probes that differ only in seed and batch order: shifts at or below it "
-          "are indistinguishable from probe noise.")
+          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). Ctrl columns are control adapters: "
+          "the same number of examples and steps with known facts only, i.e. what fine-tuning itself does. "
+          "Paired floor: the base model probed again with the same prompts (the like-for-like yardstick, "
+          "close to zero); prompt sensitivity: the base model with another draw of few-shot prompts; shift "
+          "on other prompts: the cell's shift measured on that second draw (mean over the cells of each n).")
 
 
 def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
@@ -198,7 +205,7 @@ def _transitions(b: _Builder) -> None:
     b.add("transitions", "Category transition matrices", _img(fig, "transition matrices")
           or "<p class='empty'>No transitions.csv found.</p>",
           "Untrained facts, category before (rows) → after training (columns), summed over seeds; each "
-          "cell shows the row share and the count. The last panel is the base-vs-base noise floor.")
+          "cell shows the row share and the count. The last panels are the base-vs-base yardsticks.")
 
 
 def _attractors(b: _Builder) -> None:

@@ -93,23 +93,32 @@ def _series(ax, summary: pd.DataFrame, column: str, colors: dict[str, str]) -> N
             continue
         low = np.nan_to_num(mean - part[f"{column}_ci_low"].to_numpy(float))
         high = np.nan_to_num(part[f"{column}_ci_high"].to_numpy(float) - mean)
-        ax.errorbar(part["unknown"], mean, yerr=[low, high], marker="o", ms=4, capsize=3,
-                    color=colors[mixture], label=mixture)
+        control = mixture.startswith("Ctrl")  # control adapters: same steps, only known facts
+        ax.errorbar(part["unknown"], mean, yerr=[low, high], marker="s" if control else "o", ms=4, capsize=3,
+                    color=colors[mixture], ls="--" if control else "-", label=mixture)
+
+
+def _yardstick(ax, summary: pd.DataFrame, column: str, label: str, **style) -> None:
+    """One base-vs-base yardstick over n: mean over cells as a line (markers: with a single n a
+    line has no length to show)."""
+    if f"{column}_mean" not in summary or summary[f"{column}_mean"].isna().all():
+        return
+    f = summary.groupby("unknown")[f"{column}_mean"].mean().sort_index()
+    ax.plot(f.index, f.to_numpy(float), marker="_", ms=18, label=label, **style)
 
 
 def shifts_vs_n(summary: pd.DataFrame, path: Path) -> Path | None:
-    """Paper Table 3 as a figure: positive and negative shift vs n, the noise floor as a grey band."""
+    """Paper Table 3 as a figure: positive and negative shift vs n per mixture, each control
+    adapter dashed beside them, the paired floor and prompt sensitivity of the base model in grey."""
     if summary.empty or summary["positive_shift_mean"].isna().all():
         return None
     colors = _colors(summary["mixture"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for ax, side in zip(axes, ("positive", "negative")):
-        floor = f"noise_floor_{side}_mean"
-        if floor in summary and not summary[floor].isna().all():
-            f = summary.groupby("unknown")[floor].agg(["mean", "max"]).sort_index()
-            ax.fill_between(f.index, 0, f["max"], color="grey", alpha=0.18, linewidth=0)
-            # Markers too: with a single n the dashed line has no length to show.
-            ax.plot(f.index, f["mean"], color="grey", ls="--", lw=1, marker="_", ms=18, label="noise floor")
+        _yardstick(ax, summary, f"paired_floor_{side}", "paired floor (base vs base, same prompts)",
+                   color="grey", ls="--", lw=1)
+        _yardstick(ax, summary, f"prompt_sensitivity_{side}", "prompt sensitivity (base vs base, other prompts)",
+                   color="grey", ls=":", lw=1.2)
         _series(ax, summary, f"{side}_shift", colors)
         ax.set_title(f"{side} shifts (held-out facts)")
         ax.set_xlabel("# Unknown facts trained (n)")

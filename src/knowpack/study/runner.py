@@ -121,7 +121,7 @@ def _stage_steps(ctx: _Context, cell: Cell, cs: CellStore) -> list[tuple[str, Ca
                                       progress=ctx.progress, **curve_inputs(cs.mix_dir).as_kwargs())),
         ("evaluate", lambda: evaluated(cs.eval_dir),
          lambda: stages.evaluate(ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir,
-                                 progress=ctx.progress)),
+                                 progress=ctx.progress, base_cache=ctx.base_dir.parent / "reprobes")),
     ]
 
 

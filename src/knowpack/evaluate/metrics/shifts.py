@@ -1,4 +1,4 @@
-"""Knowledge shifts: the 4×4 category transition matrix base → adapted, next to the noise floor."""
+"""Knowledge shifts: the 4×4 category transition matrix base → adapted, next to its yardsticks."""
 
 from __future__ import annotations
 
@@ -82,9 +82,27 @@ def fact_groups(base_probe: dict, adapter_probe: dict, mix) -> dict[str, list[st
     return {"trained": [f for f in probed if f in trained], "untrained": [f for f in probed if f not in trained]}
 
 
-@metric("shifts", needs=("base_probe", "adapter_probe", "noise_probe", "mix", "facts"))
-def knowledge_shifts(*, config, base_probe, adapter_probe, noise_probe, mix, facts) -> MetricOutput:
-    """Category transitions base → adapted for trained and untrained facts, by relation and tier."""
+def _yardsticks(ids: list[str], base_probe: dict, yardsticks: dict[str, tuple[dict | None, dict | None]]) -> dict:
+    """Headline shares of each yardstick comparison (before, after) over ``ids``."""
+    out = {}
+    for name, (before, after) in yardsticks.items():
+        if before is not None and after is not None:
+            out[name] = compact(transition_stats(before, after, [f for f in ids if f in before and f in after]))
+    return out
+
+
+@metric("shifts", needs=("base_probe", "adapter_probe", "paired_probe", "sensitivity_probe", "adapter_alt_probe",
+                         "mix", "facts"))
+def knowledge_shifts(*, config, base_probe, adapter_probe, paired_probe, sensitivity_probe, adapter_alt_probe,
+                     mix, facts) -> MetricOutput:
+    """Category transitions base → adapted for trained and untrained facts, by relation and tier.
+
+    Untrained facts also carry the yardsticks: the paired floor (base → base, same prompts),
+    prompt sensitivity (base → base, other prompts) and the shift on the second prompt draw
+    (base → adapted, both on the other prompts).
+    """
+    yardsticks = {"paired_floor": (base_probe, paired_probe), "prompt_sensitivity": (base_probe, sensitivity_probe),
+                  "second_draw": (sensitivity_probe, adapter_alt_probe)}
     rows: list[dict] = []
     summary: dict[str, Any] = {"denominators": DENOMINATORS,
                                "positive_transitions": sorted("→".join(t) for t in POSITIVE),
@@ -93,9 +111,11 @@ def knowledge_shifts(*, config, base_probe, adapter_probe, noise_probe, mix, fac
         stats = transition_stats(base_probe, adapter_probe, ids)
         rows += transition_rows(stats, comparison="base→adapted", group=group, subgroup="all")
         entry: dict[str, Any] = {"all": stats}
-        if noise_probe is not None:
-            noise = transition_stats(base_probe, noise_probe, ids)
-            entry["noise_floor"] = compact(noise)
+        if group == "untrained":
+            entry.update(_yardsticks(ids, base_probe, yardsticks))
+            if sensitivity_probe is not None and adapter_alt_probe is not None:
+                alt = transition_stats(sensitivity_probe, adapter_alt_probe, ids)
+                rows += transition_rows(alt, comparison="base→adapted(other prompts)", group=group, subgroup="all")
         for attribute in ("relation", "tier"):
             per: dict[str, Any] = {}
             for value, sub in split_by(ids, facts, attribute).items():
@@ -103,11 +123,13 @@ def knowledge_shifts(*, config, base_probe, adapter_probe, noise_probe, mix, fac
                 rows += transition_rows(sub_stats, comparison="base→adapted", group=group,
                                         subgroup=f"{attribute}={value}")
                 per[value] = compact(sub_stats)
-                if noise_probe is not None:
-                    per[value]["noise_floor"] = compact(transition_stats(base_probe, noise_probe, sub))
+                if group == "untrained":
+                    per[value].update(_yardsticks(sub, base_probe, yardsticks))
             entry[f"by_{attribute}"] = per
         summary[group] = entry
     per_fact = {fid: {"base_category": row["category"],
                       "adapted_category": adapter_probe[fid]["category"] if fid in adapter_probe else None}
                 for fid, row in base_probe.items()}
+    for fid, row in (adapter_alt_probe or {}).items():
+        per_fact.setdefault(fid, {})["adapted_category_other_prompts"] = row["category"]
     return MetricOutput(summary=summary, per_fact=per_fact, transitions=rows)

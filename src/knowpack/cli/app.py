@@ -46,7 +46,8 @@ SUBCOMMANDS: list[tuple[str, str]] = [
 def _global_options(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More detail: -v debug steps, -vvv library logs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only: no progress bars, no summaries on stderr."),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads [default: usable cores / local processes]."),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads.",
+                                show_default="usable cores / local processes"),
 ) -> None:
     """Set up logging, progress bars and threads once, for whichever command follows."""
     from knowpack.logs import setup_logging

@@ -35,8 +35,7 @@ def config_option(model: type[BaseModel], field: str, *flags: str, help: str | N
     info = model.model_fields[field]
     default = info.get_default(call_default_factory=True)
     text = help or info.description or ""
-    return typer.Option(None, *(flags or (flag(field),)), help=f"{text} [default: {_shown(default)}]".strip(),
-                        show_default=False, **kwargs)
+    return typer.Option(None, *(flags or (flag(field),)), help=text, show_default=_shown(default), **kwargs)
 
 
 def given(values: dict[str, Any]) -> dict[str, Any]:

@@ -188,15 +188,12 @@ def answer_rarity_bits(facts: Iterable[Any]) -> dict[str, float]:
     ``facts`` are the fact pool (objects with ``id``, ``relation`` and ``answer``); π_r(a) is
     counted on normalized answers, so "Paris" and "paris." are the same answer.
     """
-    facts = list(facts)
+    keyed = [(fact.id, fact.relation, _answer_key(fact.answer)) for fact in facts]
     per_relation: dict[str, Counter] = defaultdict(Counter)
-    for fact in facts:
-        per_relation[fact.relation][_answer_key(fact.answer)] += 1
-    rarity = {}
-    for fact in facts:
-        counts = per_relation[fact.relation]
-        rarity[fact.id] = math.log2(sum(counts.values()) / counts[_answer_key(fact.answer)])
-    return rarity
+    for _, relation, key in keyed:
+        per_relation[relation][key] += 1
+    totals = {relation: sum(counts.values()) for relation, counts in per_relation.items()}
+    return {fid: math.log2(totals[relation] / per_relation[relation][key]) for fid, relation, key in keyed}
 
 
 def exact_match_bits(rarity: Mapping[str, float], before: Mapping[str, bool], after: Mapping[str, bool],

@@ -169,7 +169,8 @@ class _Trials:
                                 + "; ".join(validation_problems(exc)),
                                 hint="return per-seed lists of finite numbers: reliability and harms") from None
         record = check_trial(n, result, self.config)
-        logger.info("capacity trial n=%d: %s", n, "pass" if record.passed else "fail (" + ", ".join(record.failed) + ")")
+        outcome = "pass" if record.passed else "fail (" + ", ".join(record.failed) + ")"
+        logger.info("capacity trial n=%d: %s", n, outcome)
         self.by_n[n] = record
         self.order.append(record)
         return record

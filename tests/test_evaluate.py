@@ -74,8 +74,13 @@ def test_full_evaluation_outputs(setup):
     out = setup["root"] / "eval"
     result = _evaluate(setup, out, benchmarks=["mmlu"], mmlu_subjects=["astronomy"], mmlu_limit=2, mmlu_shots=1)
     metrics = {**result.sections, "meta": result.meta.model_dump()}
-    assert list(metrics)[:8] == ["canary", "reliability", "shifts", "floors", "refusals", "collapse",
-                                 "explanations", "benchmarks"]
+    assert list(metrics)[:9] == ["canary", "reliability", "shifts", "floors", "refusals", "collapse",
+                                 "explanations", "bits", "benchmarks"]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(setup["adapter"] / "adapter_model.safetensors"))
+    assert metrics["bits"]["trainable_parameters"] == sum(t.numel() for t in saved.values())
+    assert metrics["bits"]["likelihood"]["trained_facts"] == 2
     assert metrics["canary"]["max_abs_logit_diff"] > 0
     rel = metrics["reliability"]
     assert rel["n_facts"] == 2 and rel["n_pairs"] == 4 and 0 <= rel["reliability"] <= 1

@@ -166,6 +166,11 @@ def _adapted_model(ctx: EvalContext):
     return _view(ctx.loaded, wrapped, stable_hash([ctx.loaded.model_hash, adapter_hash(ctx.adapter_dir)], length=16))
 
 
+@evaluation_input("adapter_dir")
+def _adapter_dir(ctx: EvalContext) -> Path:
+    return ctx.adapter_dir
+
+
 @evaluation_input("canary")
 def _canary(ctx: EvalContext) -> dict:
     from knowpack.evaluate.metrics.canary import adapter_canary

@@ -64,7 +64,7 @@ def evaluation_input(name: str) -> Callable:
 
 
 # Reading order of metrics.json; modules not listed here (new metrics) follow in name order.
-BUILTIN_ORDER = ("canary", "reliability", "shifts", "floors", "refusals", "collapse", "explanations",
+BUILTIN_ORDER = ("canary", "reliability", "shifts", "floors", "refusals", "collapse", "explanations", "bits",
                  "benchmarks")
 
 

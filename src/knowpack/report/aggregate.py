@@ -40,9 +40,18 @@ METRIC_PATHS: dict[str, str] = {
     "truthfulqa_mc1": "benchmarks.truthfulqa.adapted.mc1",
     "truthfulqa_mc2_base": "benchmarks.truthfulqa.base.mc2",
     "truthfulqa_mc2": "benchmarks.truthfulqa.adapted.mc2",
+    # Knowledge written and destroyed, per trainable parameter (capacity).
+    "trainable_parameters": "bits.trainable_parameters",
+    "bits_written": "bits.likelihood.written",
+    "bits_destroyed": "bits.likelihood.destroyed",
+    "bits_per_parameter": "bits.likelihood_bits_per_parameter",
+    "em_bits_per_parameter": "bits.exact_match_bits_per_parameter",
+    "facts_learned": "bits.facts_learned",
+    "facts_per_parameter": "bits.facts_per_parameter",
 }
 # Columns dropped from results.csv when no cell has them (benchmarks without data, yardsticks turned off).
-OPTIONAL_PREFIXES = ("truthfulqa", "paired_floor", "prompt_sensitivity", "second_draw")
+OPTIONAL_PREFIXES = ("truthfulqa", "paired_floor", "prompt_sensitivity", "second_draw", "trainable_parameters",
+                     "bits", "em_bits", "facts_learned", "facts_per_parameter")
 REQUIRED_METRICS = [c for c in METRIC_PATHS if not c.startswith(OPTIONAL_PREFIXES)]
 RUN_COLUMNS = ["epochs", "final_loss", "train_seconds", "wall_seconds"]
 

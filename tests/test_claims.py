@@ -330,7 +330,9 @@ def _trend_claim(measure="slope"):
 
 def test_slope_per_doubling_is_exact_when_the_drop_is_linear_in_log_n():
     # Drop = 0.01 * log2 n + a seed- and mixture-specific offset: every series has slope 0.01.
-    world = lambda n, e, k, s: {"mmlu_base": 0.5, "mmlu": 0.5 - 0.01 * math.log2(n) - 0.003 * s - 0.002 * e}  # noqa: E731
+    def world(n, extra, kind, seed):
+        return {"mmlu_base": 0.5, "mmlu": 0.5 - 0.01 * math.log2(n) - 0.003 * seed - 0.002 * extra}
+
     [v] = evaluate_claims(_trend_claim(), study(world, mixtures=((0, "paraphrase"), (2, "paraphrase"))))
     assert v.verdict == "supported"
     assert v.estimate == pytest.approx(0.01) and v.low == pytest.approx(0.01) and v.high == pytest.approx(0.01)
@@ -490,7 +492,8 @@ def test_loader_rejects_unknown_keys_with_their_path():
 
 
 def test_loader_rejects_duplicate_keys_with_line_numbers():
-    text = PAIRED.replace("        metric: negative_shift\n", "        metric: negative_shift\n        metric: reliability\n")
+    once = "        metric: negative_shift\n"
+    text = PAIRED.replace(once, once + "        metric: reliability\n")
     with pytest.raises(KnowpackError) as err:
         parse_claims(text, source="dup.yaml")
     message = str(err.value)
@@ -564,3 +567,12 @@ def test_markdown_marks_not_decidable_rows_and_escapes_pipes():
     cells = study(_paired_world({1: 0.0, 2: 0.0, 3: 0.0}), mixtures=((2, "highly_known"),))
     text = render_markdown(evaluate_claims(claim, cells, missing="report"))
     assert f"undecided ({NOT_DECIDABLE})" in text and "A \\| B" in text and "— [—, —]" in text
+
+
+def test_a_contradicted_check_refutes_the_claim_even_if_another_check_lacks_cells(paper):
+    cells, curves, outcomes = _world("contradict")
+    no_paraphrase_mixture = cells[(cells["kind"] != "paraphrase") | (cells["extra"] == 0)]
+    [v] = evaluate_claims([paper["C3"]], no_paraphrase_mixture, curves, outcomes, missing="report")
+    assert (v.verdict, v.decidable) == ("contradicted", True)
+    assert v.reason.startswith("HK vs w/o") and f"1 {NOT_DECIDABLE}" in v.reason
+    assert [p.decidable for p in v.parts] == [True, False]

@@ -478,7 +478,9 @@ def _censored_note(check: Check, units: pd.DataFrame, study: _Study) -> str:
     _, censored = study.epochs_to(check.metric.epochs_to)
     keys = set(units["key"]) | (set(units["key_b"]) if "key_b" in units else set())
     hit = len(keys & censored)
-    return f"; {hit} cell(s) never reached {check.metric.epochs_to.at_least:g} (counted as last epoch + 1)" if hit else ""
+    if not hit:
+        return ""
+    return f"; {hit} cell(s) never reached {check.metric.epochs_to.at_least:g} (counted as last epoch + 1)"
 
 
 def _decided_part(check: Check, name: str, level: str, units: pd.DataFrame, study: _Study) -> Part:
@@ -554,7 +556,9 @@ def _combine(claim: Claim, parts: list[Part]) -> Verdict:
         reason += f" ({summary} of {len(parts)} parts)"
     return Verdict(claim_id=claim.id, title=claim.title, source=claim.source, statistic=shown.statistic,
                    estimate=shown.estimate, low=shown.low, high=shown.high, confidence=shown.confidence,
-                   n_pairs=shown.n_pairs, unit=shown.unit, verdict=verdict, decidable=not undecidable,
+                   # A contradicted part refutes the claim whatever the parts the grid cannot decide say.
+                   n_pairs=shown.n_pairs, unit=shown.unit, verdict=verdict,
+                   decidable=verdict == "contradicted" or not undecidable,
                    reason=reason, p_value=shown.p_value, parts=tuple(parts))
 
 

@@ -254,6 +254,7 @@ def test_grid_max_is_the_planned_n_even_if_its_cells_failed():
     cells.loc[cells["unknown"] == 36, "state"] = "running"
     [v] = evaluate_claims(parse_claims(text), cells, missing="report")
     assert not v.decidable and "unknown: max" in v.reason
+    assert "3 such cell(s) are in the grid but not done (running)" in v.reason
 
 
 def test_decide_respects_strict_and_inclusive_sides():
@@ -284,7 +285,7 @@ claims:
     [v] = evaluate_claims(claim, good)
     assert v.verdict == "supported" and "unknown=36" in v.reason and len(v.parts) == 3
     assert v.estimate == pytest.approx(1.0 - 0.036)
-    assert "3 supported of 3 parts" in v.reason
+    assert "(of 3 parts: 3 supported)" in v.reason
     bad = study(lambda n, e, k, s: {"reliability": 0.5 + 0.01 * s if n == 12 else 1.0}, mixtures=((0, "paraphrase"),))
     [v] = evaluate_claims(claim, bad)
     assert v.verdict == "contradicted" and "unknown=12" in v.reason
@@ -515,6 +516,8 @@ def test_loader_rejects_inconsistent_claims():
         parse_claims(PAIRED.replace("{extra: 0}", "{extra: true}"))
     with pytest.raises(KnowpackError, match="pair_on must include seed"):
         parse_claims(PAIRED.replace("expect:", "pair_on: [unknown]\n        expect:"))
+    with pytest.raises(KnowpackError, match="a cell's key is its own"):
+        parse_claims(PAIRED.replace("expect:", "pair_on: [key, seed]\n        expect:"))
     twice = PAIRED + PAIRED.split("claims:\n", 1)[1]
     with pytest.raises(KnowpackError, match=r"repeated: \['T'\]"):
         parse_claims(twice)

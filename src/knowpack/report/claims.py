@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +30,7 @@ from knowpack.report.claims_schema import (GRID_EXTREMES, Check, Claim, ColumnMe
                                            load_claims, paper_claims, parse_claims)
 from knowpack.report.stats import Interval, mcnemar_exact, paired_bootstrap, t_interval
 
-__all__ = ["Part", "Verdict", "evaluate_claims", "load_claims", "paper_claims", "parse_claims", "render_markdown",
+__all__ = ["Decision", "Part", "Verdict", "evaluate_claims", "load_claims", "paper_claims", "parse_claims", "render_markdown",
            "verdict_frame"]
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,10 @@ NOT_DECIDABLE = "not decidable with this grid"
 Outcomes = Callable[[str], "pd.DataFrame | None"]
 
 
-@dataclass(frozen=True)
-class Part:
-    """The decision of one check of a claim (for one ``for_each`` level when it has several)."""
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What was estimated, the estimate with its CI, and the verdict it gives."""
 
-    check: str
-    level: str
     statistic: str
     estimate: float
     low: float
@@ -53,34 +51,31 @@ class Part:
     confidence: float
     n_pairs: int
     unit: str  # what n_pairs counts: "seeds" or "facts"
-    n_seeds: int
-    verdict: str
-    decidable: bool
+    verdict: str  # one of VERDICTS
+    decidable: bool  # False: the grid lacks cells, seeds or facts (the verdict is then "undecided")
     reason: str
-    p_value: float | None = None
+    p_value: float | None = None  # exact McNemar p beside a per-fact bootstrap
+
+
+@dataclass(frozen=True, kw_only=True)
+class Part(Decision):
+    """The decision of one check of a claim (for one ``for_each`` level when it has several)."""
+
+    check: str
+    level: str
+    n_seeds: int
     # How far the CI's near bound lies on the claimed side (negative: on or past the boundary);
     # the part with the smallest margin is the one that decides and is shown for its claim.
     margin: float = math.nan
 
 
-@dataclass(frozen=True)
-class Verdict:
+@dataclass(frozen=True, kw_only=True)
+class Verdict(Decision):
     """One claim's decision: the deciding part's statistic, estimate and CI, and every part."""
 
     claim_id: str
     title: str
     source: str | None
-    statistic: str
-    estimate: float
-    low: float
-    high: float
-    confidence: float
-    n_pairs: int
-    unit: str
-    verdict: str
-    decidable: bool
-    reason: str
-    p_value: float | None = None
     parts: tuple[Part, ...] = field(default_factory=tuple)
 
 
@@ -120,20 +115,29 @@ class _Study:
 
     def select(self, selector: Mapping[str, Any], role: str) -> pd.DataFrame:
         """Finished cells matching every column condition of ``selector``."""
-        mask = pd.Series(True, index=self.done.index)
-        for column, condition in selector.items():
+        for column in selector:
             if column not in self.done.columns:
                 raise _NotDecidable(f"group {role} {describe_selector(selector)} uses column {column!r}, "
                                     "which the results do not have")
-            mask &= self._matches(column, condition)
-        chosen = self.done[mask]
+        chosen = self.done[self._mask(self.done, selector)]
         if chosen.empty:
+            # Tell "the grid has no such cells" apart from "they are planned but failed or still run".
+            planned = self.grid[self._mask(self.grid, selector)]
+            states = sorted(set(planned["state"].astype(str))) if "state" in planned else []
+            note = f"; {len(planned)} such cell(s) are in the grid but not done ({', '.join(states)})" \
+                if len(planned) else ""
             raise _NotDecidable(f"group {role} {describe_selector(selector)} matches no finished cell "
-                                f"(the study's finished cells have {self._values_text(selector)})")
+                                f"(the study's finished cells have {self._values_text(selector)}){note}")
         return chosen
 
-    def _matches(self, column: str, condition: Any) -> pd.Series:
-        values = self.done[column]
+    def _mask(self, frame: pd.DataFrame, selector: Mapping[str, Any]) -> pd.Series:
+        mask = pd.Series(True, index=frame.index)
+        for column, condition in selector.items():
+            mask &= self._matches(frame[column], condition)
+        return mask
+
+    def _matches(self, values: pd.Series, condition: Any) -> pd.Series:
+        column = str(values.name)
         if isinstance(condition, list):
             return values.isin(condition)
         if not isinstance(condition, Condition):
@@ -302,7 +306,7 @@ def _units(check: Check, study: _Study) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics. Each returns (interval, n_pairs, unit, n_seeds, p_value, detail words).
+# Statistics: each turns a check's units into an _Estimate (interval, evidence counted, words).
 
 @dataclass(frozen=True)
 class _Estimate:
@@ -550,16 +554,12 @@ def _combine(claim: Claim, parts: list[Part]) -> Verdict:
     reason = shown.reason
     if len(parts) > 1:
         counts = {v: sum(p.verdict == v for p in parts if p.decidable) for v in VERDICTS}
-        summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-        if undecidable:
-            summary += f"{', ' if summary else ''}{len(undecidable)} {NOT_DECIDABLE}"
-        reason += f" ({summary} of {len(parts)} parts)"
-    return Verdict(claim_id=claim.id, title=claim.title, source=claim.source, statistic=shown.statistic,
-                   estimate=shown.estimate, low=shown.low, high=shown.high, confidence=shown.confidence,
-                   # A contradicted part refutes the claim whatever the parts the grid cannot decide say.
-                   n_pairs=shown.n_pairs, unit=shown.unit, verdict=verdict,
-                   decidable=verdict == "contradicted" or not undecidable,
-                   reason=reason, p_value=shown.p_value, parts=tuple(parts))
+        counts[NOT_DECIDABLE] = len(undecidable)
+        reason += f" (of {len(parts)} parts: {', '.join(f'{n} {v}' for v, n in counts.items() if n)})"
+    numbers = {f.name: getattr(shown, f.name) for f in fields(Decision)}
+    # A contradicted part refutes the claim whatever the parts the grid cannot decide say.
+    numbers.update(verdict=verdict, decidable=verdict == "contradicted" or not undecidable, reason=reason)
+    return Verdict(claim_id=claim.id, title=claim.title, source=claim.source, parts=tuple(parts), **numbers)
 
 
 def _evaluate_claim(claim: Claim, study: _Study, missing: str) -> Verdict:
@@ -613,21 +613,21 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def _decision_columns(decision: Decision) -> dict[str, Any]:
+    row = {f.name: getattr(decision, f.name) for f in fields(Decision)}
+    row["ci_low"], row["ci_high"] = row.pop("low"), row.pop("high")
+    return row
+
+
 def verdict_frame(verdicts: Sequence[Verdict], *, parts: bool = False) -> pd.DataFrame:
     """One row per claim (or, with ``parts=True``, per claim part) with every number of the decision."""
     rows = []
     for v in verdicts:
         if not parts:
-            rows.append({"claim": v.claim_id, "title": v.title, "source": v.source, "statistic": v.statistic,
-                         "estimate": v.estimate, "ci_low": v.low, "ci_high": v.high, "confidence": v.confidence,
-                         "n_pairs": v.n_pairs, "unit": v.unit, "p_value": v.p_value, "verdict": v.verdict,
-                         "decidable": v.decidable, "reason": v.reason})
+            rows.append({"claim": v.claim_id, "title": v.title, "source": v.source, **_decision_columns(v)})
             continue
-        for p in v.parts:
-            rows.append({"claim": v.claim_id, "check": p.check, "level": p.level, "statistic": p.statistic,
-                         "estimate": p.estimate, "ci_low": p.low, "ci_high": p.high, "confidence": p.confidence,
-                         "n_pairs": p.n_pairs, "unit": p.unit, "n_seeds": p.n_seeds, "p_value": p.p_value,
-                         "verdict": p.verdict, "decidable": p.decidable, "reason": p.reason})
+        rows += [{"claim": v.claim_id, "check": p.check, "level": p.level, "n_seeds": p.n_seeds,
+                  **_decision_columns(p)} for p in v.parts]
     return pd.DataFrame(rows)
 
 

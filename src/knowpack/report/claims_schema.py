@@ -321,6 +321,8 @@ def _check_problems(check: Check) -> list[str]:
             problems.append(f"the trend axis {check.expect.axis!r} cannot also be in for_each")
     if check.baseline is not None and not per_fact and "seed" not in check.pair_on:
         problems.append("seed_t pairs cells within a seed: pair_on must include seed")
+    if "key" in check.pair_on:
+        problems.append("pair_on names what two different cells share; a cell's key is its own")
     if len(set(check.pair_on)) != len(check.pair_on) or len(set(check.for_each)) != len(check.for_each):
         problems.append("pair_on and for_each must not repeat a column")
     return problems

@@ -23,7 +23,9 @@ from knowpack.report.stats import mcnemar_exact, paired_bootstrap, t_interval
 
 NS = (4, 12, 36)
 SEEDS = (1, 2, 3)
-MIXTURES = ((0, "paraphrase"), (2, "highly_known"), (2, "paraphrase"), (2, "control"))
+# Control cells (known facts only) at k = 0 and k = 2; the worlds give them values that would
+# flip the paper's claims if a group of new-fact cells let them in.
+MIXTURES = ((0, "paraphrase"), (2, "highly_known"), (2, "paraphrase"), (0, "control"), (2, "control"))
 LABELS = {"paraphrase": "Para", "highly_known": "HK", "control": "Control"}
 HELD_OUT = 60  # held-out facts shared by every cell of one (n, seed)
 
@@ -44,7 +46,8 @@ def study(world, *, ns=NS, seeds=SEEDS, mixtures=MIXTURES, drop_columns=()) -> p
         for extra, kind in mixtures:
             for seed in seeds:
                 row = {"key": _key(n, extra, kind, seed), "unknown": n, "extra": extra, "kind": kind, "seed": seed,
-                       "mixture": "w/o" if extra == 0 else f"{extra} {LABELS[kind]}", "state": "done"}
+                       "mixture": f"{extra} {LABELS[kind]}" if extra or kind == "control" else "w/o",
+                       "state": "done"}
                 row.update(world(n, extra, kind, seed))
                 rows.append(row)
     return pd.DataFrame(rows).drop(columns=list(drop_columns))
@@ -81,7 +84,12 @@ def outcomes_for(cells: pd.DataFrame, rate):
 def supporting(n, extra, kind, seed):
     """Every paper claim holds: near-perfect reliability, MMLU loss grows with n, refusals fall,
     the smallest w/o cells collapse onto attractors."""
-    smallest_plain = extra == 0 and n == min(NS)
+    smallest_plain = extra == 0 and n == min(NS) and kind != "control"
+    if kind == "control":
+        return {"reliability": 0.2, "mmlu_base": 0.5, "mmlu": 0.3 + 0.05 * math.log2(n),
+                "truthfulqa_mc1_base": 0.4, "truthfulqa_mc1": 0.5, "refusal_rate_base": 0.15,
+                "refusal_rate": 0.01, "unique_answers_base": 100.0, "unique_answers": 300.0, "attractors": 0.0,
+                "negative_shift": 0.1}
     return {
         "reliability": 0.99 + _wiggle(n, seed, kind, 0.002),
         "mmlu_base": 0.5, "mmlu": 0.5 - 0.02 * math.log2(n) + _wiggle(n, seed, kind, 0.001),
@@ -107,8 +115,8 @@ def contradicting(n, extra, kind, seed):
     }
 
 
-def _support_reach(cell):  # paraphrases reach 0.9 at epoch 1, everything else at 4-5
-    return 1 if cell["kind"] == "paraphrase" and cell["extra"] > 0 else 4 + cell["seed"] % 2
+def _support_reach(cell):  # paraphrases and controls reach 0.9 at epoch 1, everything else at 4-5
+    return 1 if cell["kind"] == "control" else 1 if cell["kind"] == "paraphrase" and cell["extra"] > 0 else 4 + cell["seed"] % 2
 
 
 def _contra_reach(cell):  # paraphrases are the slow ones
@@ -116,7 +124,7 @@ def _contra_reach(cell):  # paraphrases are the slow ones
 
 
 def _support_rate(cell):
-    return 0.05 if cell["kind"] == "highly_known" else 0.35
+    return {"highly_known": 0.05, "control": 0.0}.get(cell["kind"], 0.35)
 
 
 def _contra_rate(cell):

@@ -86,3 +86,17 @@ def test_report_when_no_cell_finished(tmp_path):
     page = build_report(study).read_text()
     assert "No finished cells yet" in page and "Incomplete cells" in page
     assert pd.read_csv(study / "results.csv")["state"].eq("failed").all()
+
+
+def test_report_opens_with_the_verdicts_and_writes_findings(tmp_path):
+    study = make_fake_study(tmp_path / "s")
+    html = build_report(study).read_text()
+    assert html.index('id="verdicts"') < html.index('id="reliability"')
+    findings = (study / "findings.md").read_text()
+    for claim in ("C1", "C2", "C3", "C4", "C5", "C6"):
+        assert f"| **{claim}**" in findings
+    # Two seeds cannot decide a claim whose rule asks for three: said, not guessed.
+    assert "not decidable" in findings
+    assert "knowpack study run" in findings and "knowpack report" in findings
+    table = pd.read_csv(study / "tables" / "verdicts.csv")
+    assert set(table["verdict"]) <= {"supported", "contradicted", "undecided"}

@@ -122,6 +122,9 @@ def make_fake_study(root: Path, *, ns=(10, 50), mixtures=((0, "paraphrase"), (10
                 write_fake_eval(cell / "eval" / "e1", n=n, extra=extra, kind=kind, seed=seed, trained=trained,
                                 categories=categories, benchmarks=benchmarks)
                 CellStatus(state="done", timings={"mix": 0.1, "train": 2.0, "evaluate": 1.0}, seconds=3.1).write(cell)
-    StudyRecord(name="fake", identity={"model": "tiny"}, cells=keys,
+    from knowpack.report.claims_schema import paper_claims
+
+    StudyRecord(name="fake", identity={"model": "tiny"}, cells=keys, claims_source="paper",
+                claims=[c.model_dump(mode="json", by_alias=True, exclude_unset=True) for c in paper_claims()],
                 spec={"name": "fake", "grid": {"unknown": list(ns), "seed": list(seeds)}}).write(root)
     return root

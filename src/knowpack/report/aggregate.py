@@ -259,7 +259,7 @@ def transition_matrices(transitions: pd.DataFrame) -> list[tuple[str, pd.DataFra
     return out
 
 
-def _outcomes(cs: CellStore) -> pd.DataFrame | None:
+def fact_outcomes(cs: CellStore) -> pd.DataFrame | None:
     """Per held-out fact: did it shift positively / negatively (from per_fact.parquet)?"""
     from knowpack.evaluate.metrics.shifts import NEGATIVE, POSITIVE
 
@@ -298,7 +298,7 @@ def paired_tests(study_dir: str | Path, *, n_boot: int = 2000) -> pd.DataFrame:
             a_parts, b_parts = {"positive": [], "negative": []}, {"positive": [], "negative": []}
             seeds = sorted(s for (m_n, m, s) in evaluated if m_n == n and m == mixture and (n, baseline, s) in evaluated)
             for seed in seeds:
-                a, b = _outcomes(evaluated[(n, mixture, seed)]), _outcomes(evaluated[(n, baseline, seed)])
+                a, b = fact_outcomes(evaluated[(n, mixture, seed)]), fact_outcomes(evaluated[(n, baseline, seed)])
                 if a is None or b is None:
                     continue
                 joined = a.merge(b, on="id", suffixes=("_a", "_b"))

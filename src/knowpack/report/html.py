@@ -89,6 +89,48 @@ class _Builder:
         self.add(anchor, title, f"<p class='empty'>{html.escape(why)}</p>")
 
 
+FIGURES = {"C1": "Reliability (Table 2)", "C2": "Reliability vs epoch (Fig. 2)", "C3": "Knowledge shifts (Table 3)",
+           "C4": "Benchmarks (Figs. 3-4)", "C5": "Refusals (Table 4)", "C6": "Refusals and answer diversity, "
+           "attractor answers (Table 4)"}
+
+
+def study_verdicts(store: StudyStore, results: pd.DataFrame, curves: pd.DataFrame):
+    """The claims recorded in study.json (fixed before the run), decided on the finished cells."""
+    from knowpack.report.claims import evaluate_claims
+    from knowpack.report.claims_schema import Claim
+
+    record = store.record()
+    if record is None or not record.claims:
+        return None
+    claims = [Claim.model_validate(c) for c in record.claims]
+    return evaluate_claims(claims, results, curves, lambda key: agg.fact_outcomes(store.cell(key)), missing="report")
+
+
+def reproduce_command(store: StudyStore) -> str:
+    """The commands that rerun the study and rebuild this report."""
+    record = store.record()
+    source = record.source if record is not None and record.source else "STUDY.yaml"
+    sets = "".join(f" --set '{o}'" for o in (record.overrides if record is not None else []))
+    return f"knowpack study run {source}{sets} && knowpack report {store.root}"
+
+
+def _verdicts(b: _Builder, verdicts) -> None:
+    from knowpack.report.claims import render_markdown, verdict_frame
+
+    if verdicts is None:
+        return b.add_empty("verdicts", "Verdicts", "The study names no claims (`claims: null`).")
+    table = b.table("verdicts", verdict_frame(verdicts))
+    shown = table[[c for c in ("claim", "title", "statistic", "estimate", "ci_low", "ci_high", "n_pairs", "unit",
+                               "verdict", "reason") if c in table]]
+    write_text(b.store.root / "findings.md", "# Findings\n\n" + render_markdown(
+        verdicts, reproduce=reproduce_command(b.store), figures={k: v for k, v in FIGURES.items()}))
+    b.add("verdicts", "Verdicts on the paper's claims", _html_table(shown, index=False, digits=3),
+          "Each claim is a comparison fixed before the run (recorded in study.json): a paired statistic over "
+          "seeds or over held-out facts, its 95% CI, and the rule: supported when the CI lies on the claimed "
+          "side, contradicted when it lies on the other, undecided otherwise. Claims this grid cannot decide "
+          "say why. The same table is written to findings.md.")
+
+
 def _reliability(b: _Builder, summary: pd.DataFrame, curves: pd.DataFrame) -> None:
     table = b.table("reliability", agg.metric_table(summary, ["reliability"]))
     fig = plots.reliability_curves(curves, b.plot("reliability_vs_epoch"))
@@ -350,6 +392,7 @@ def build_report(study_dir: str | Path) -> Path:
     curves = agg.curves_frame(store.root)
     b = _Builder(store)
     b.table("curves", curves)
+    _verdicts(b, study_verdicts(store, results, curves))
     _reliability(b, summary, curves)
     _shifts(b, summary)
     _benchmarks(b, summary)

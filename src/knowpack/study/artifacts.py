@@ -37,6 +37,9 @@ class StudyRecord(JsonArtifact):
     spec: dict[str, Any]
     identity: dict[str, Any]
     cells: list[str]
+    # The claims the report decides, recorded as parsed when the study ran: fixed before the run.
+    claims: list[dict[str, Any]] | None = None
+    claims_source: str | None = None
     written: str = ""
 
 

@@ -32,6 +32,10 @@ def parse_study(raw: dict[str, Any], *, source: Path | None = None, overrides: l
     study = Study(spec=spec, source=source, overrides=overrides)
     problems = _eval_problems(study)
     try:
+        study_claims(study)  # a broken claim file fails now, not when the report is built
+    except KnowpackError as exc:
+        problems.append(f"claims: {exc.message}")
+    try:
         expand_grid(study)  # cell configs (mix, train per grid point): a typo fails before hours of work
     except KnowpackError as exc:
         problems += exc.message.split("\n  ")
@@ -43,6 +47,15 @@ def parse_study(raw: dict[str, Any], *, source: Path | None = None, overrides: l
 def load_study(path: str | Path, overrides: list[str] | None = None) -> Study:
     """Read, override and validate a study YAML file."""
     return parse_study(read_yaml(path), source=Path(path), overrides=overrides)
+
+
+def study_claims(study: Study):
+    """The parsed claims the study's report will decide (None when the spec says none)."""
+    from knowpack.report.claims_schema import load_claims, paper_claims
+
+    if study.spec.claims is None:
+        return None
+    return paper_claims() if study.spec.claims == "paper" else load_claims(study.spec.claims)
 
 
 def _eval_problems(study: Study) -> list[str]:

@@ -90,10 +90,15 @@ def _load_facts(study: Study, stages: Stages, store: StudyStore) -> tuple[list, 
 
 
 def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> None:
+    from knowpack.study.plan import study_claims
+
     identity = study_identity(study)
+    claims = study_claims(study)
     StudyRecord(name=study.spec.name, source=str(study.source) if study.source else None,
                 overrides=study.overrides, spec=study.spec.model_dump(mode="json"), identity=identity,
-                cells=[c.key for c in cells], written=now()).write(store.root)
+                cells=[c.key for c in cells], written=now(), claims_source=study.spec.claims,
+                claims=None if claims is None else [c.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                                                          for c in claims]).write(store.root)
     for cell in cells:
         cs = store.cell(cell.key)
         cs.root.mkdir(parents=True, exist_ok=True)

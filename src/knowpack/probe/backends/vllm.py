@@ -172,6 +172,18 @@ def _shutdown(llm, scope: EngineProcessScope) -> None:
         scope.close()
 
 
+def _merged_settings(settings: VLLMSettings | None, fields: dict[str, Any]) -> VLLMSettings:
+    """``settings`` with ``fields`` (the registry's keyword arguments) on top, validated."""
+    from pydantic import ValidationError
+
+    from knowpack.schema import invalid
+
+    try:
+        return VLLMSettings.model_validate({**(settings or VLLMSettings()).model_dump(), **fields})
+    except ValidationError as exc:
+        raise invalid("vLLM settings", exc, hint="see VLLMSettings for the engine's options") from None
+
+
 @dataclass
 class _Job:
     """One knowpack request in the engine: its prompt ids and each answer's tokens so far."""
@@ -201,9 +213,7 @@ class VLLMBackend:
                  cache_prefixes: bool = True, **setting_fields: Any):
         self.owns_engine = not isinstance(engine, VLLMEngine)
         if self.owns_engine:
-            settings = (settings or VLLMSettings()).model_copy(update=setting_fields) if setting_fields \
-                else (settings or VLLMSettings())
-            settings = VLLMSettings.model_validate(settings.model_dump())  # validate the merged fields
+            settings = _merged_settings(settings, setting_fields)
             if adapter is not None and str(adapter) not in settings.adapters:
                 settings.adapters.append(str(adapter))  # sizes max_lora_rank from it
             engine = VLLMEngine(engine, settings)
@@ -217,7 +227,7 @@ class VLLMBackend:
         self.lora = engine.lora_request(adapter)
         self.stop_at_newline = stop_at_newline
         self.max_rows = engine.settings.max_num_seqs
-        self.tokens_processed = 0  # prompt + generated tokens the engine computed (prefix-cache hits excluded)
+        self.tokens_processed = 0  # prompt tokens sent + generated (the prefix cache skips some)
         self.forward_passes = 0  # engine steps
         self._encoded: dict[str, list[int]] = {}
 

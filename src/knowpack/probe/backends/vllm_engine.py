@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from unittest import mock
 
 from pydantic import Field
 
@@ -88,20 +89,6 @@ def engine_threads(settings: VLLMSettings) -> int:
     return max(1, min(settings.threads or torch.get_num_threads(), usable_cores()))
 
 
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 class EngineProcessScope:
     """Environment, threads and temporary files of one engine, from start-up to shutdown.
 
@@ -118,6 +105,7 @@ class EngineProcessScope:
         self.gpu = gpu
         self.threads = engine_threads(settings) if self.in_process and not gpu else None
         self.private_dir: Path | None = None
+        self._started_resource_tracker = False
 
     def variables(self) -> dict[str, str]:
         """The environment vLLM reads while it starts and serves this engine."""
@@ -144,12 +132,14 @@ class EngineProcessScope:
 
         if not self.in_process:
             self.private_dir = Path(tempfile.mkdtemp(prefix="knowpack-vllm-"))
+            self._started_resource_tracker = _resource_tracker_pid() is None
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs through logging; the CLI decides
         saved_set_num_threads = torch.set_num_threads
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         try:
-            with _environment(self.variables()):
+            # patch.dict restores the caller's environment afterwards, whatever happens
+            with mock.patch.dict(os.environ, self.variables()):
                 import vllm.envs
 
                 vllm.envs.disable_envs_cache()  # another engine may have frozen the previous values
@@ -163,10 +153,29 @@ class EngineProcessScope:
                 torch.set_num_threads(self.threads)
 
     def close(self) -> None:
-        """Remove the private folder (after the engine has shut down)."""
+        """Remove the private folder and stop the resource tracker that starting the engine's
+        processes brought up (after the engine has shut down)."""
         if self.private_dir is not None:
+            import multiprocessing
+
+            multiprocessing.active_children()  # reaps the engine's exited processes (no zombies)
             shutil.rmtree(self.private_dir, ignore_errors=True)
             self.private_dir = None
+        if self._started_resource_tracker:
+            # multiprocessing's spawn starts a tracker process on first use and keeps it until this
+            # process exits; when the engine was what started it, it goes with the engine.
+            from multiprocessing import resource_tracker
+
+            stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+            if stop is not None:
+                stop()
+            self._started_resource_tracker = False
+
+
+def _resource_tracker_pid() -> int | None:
+    from multiprocessing import resource_tracker
+
+    return getattr(resource_tracker._resource_tracker, "_pid", None)
 
 
 def engine_arguments(settings: VLLMSettings, model_path: str, *, max_lora_rank: int | None,

@@ -22,32 +22,37 @@ def _rows(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "categories.jsonl").read_text().splitlines()]
 
 
+def _texts(folder: Path) -> list[str]:
+    """Every greedy generation of a probe, whole (not just its answer span)."""
+    return [json.loads(line)["text"] for line in (folder / "generations.jsonl").read_text().splitlines()]
+
+
 def _vllm_probe(backend, facts: Path, out: Path) -> list[dict]:
     run_probe(CONFIG, read_facts(facts), backend, out, progress=False)
     return _rows(out)
 
 
-def _assert_same(ours: list[dict], theirs: list[dict]) -> None:
-    assert len(ours) == DEFAULT_FACTS - CONFIG.prompts * CONFIG.shots >= 40
-    assert [r["id"] for r in ours] == [r["id"] for r in theirs]
-    spans = [(r["id"], r["greedy_answers"]) for r in ours]
-    assert spans == [(r["id"], r["greedy_answers"]) for r in theirs]
-    assert [r["category"] for r in ours] == [r["category"] for r in theirs]
+def _assert_same(ours: Path, theirs: Path) -> None:
+    rows, reference = _rows(ours), _rows(theirs)
+    assert len(rows) == DEFAULT_FACTS - CONFIG.prompts * CONFIG.shots >= 40
+    assert [r["id"] for r in rows] == [r["id"] for r in reference]
+    assert [(r["id"], r["greedy_answers"]) for r in rows] == [(r["id"], r["greedy_answers"]) for r in reference]
+    assert [r["category"] for r in rows] == [r["category"] for r in reference]
+    assert _texts(ours) == _texts(theirs)  # the stops agree too, not only the spans
 
 
 def test_base_model_answers_and_categories_match_transformers(default_engine, default_facts, hf_probes, tmp_path):
     ours = _vllm_probe(default_engine.backend(), default_facts, tmp_path / "vllm")
-    _assert_same(ours, _rows(hf_probes["base"]))
+    _assert_same(tmp_path / "vllm", hf_probes["base"])
     assert len({r["category"] for r in ours}) >= 2  # a probe that tells facts apart
 
 
 def test_adapter_answers_and_categories_match_transformers(default_engine, default_facts, default_adapter,
                                                            hf_probes, tmp_path):
     tuned = default_engine.backend().with_adapter(default_adapter)
-    ours = _vllm_probe(tuned, default_facts, tmp_path / "vllm-adapter")
-    _assert_same(ours, _rows(hf_probes["adapter"]))
-    base = _rows(hf_probes["base"])
-    assert [r["greedy_answers"] for r in ours] != [r["greedy_answers"] for r in base]  # the adapter acts
+    _vllm_probe(tuned, default_facts, tmp_path / "vllm-adapter")
+    _assert_same(tmp_path / "vllm-adapter", hf_probes["adapter"])
+    assert _texts(tmp_path / "vllm-adapter") != _texts(hf_probes["base"])  # the adapter acts
 
 
 def test_seeded_samples_reproducible_on_the_default_model(default_engine, default_facts):

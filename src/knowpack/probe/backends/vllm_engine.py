@@ -106,6 +106,7 @@ class EngineProcessScope:
         self.threads = engine_threads(settings) if self.in_process and not gpu else None
         self.private_dir: Path | None = None
         self._started_resource_tracker = False
+        self._children_before: set[int] = set()
 
     def variables(self) -> dict[str, str]:
         """The environment vLLM reads while it starts and serves this engine."""
@@ -133,6 +134,7 @@ class EngineProcessScope:
         if not self.in_process:
             self.private_dir = Path(tempfile.mkdtemp(prefix="knowpack-vllm-"))
             self._started_resource_tracker = _resource_tracker_pid() is None
+            self._children_before = _child_pids()
         os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")  # vLLM logs through logging; the CLI decides
         saved_set_num_threads = torch.set_num_threads
         if self.threads is not None:
@@ -153,23 +155,46 @@ class EngineProcessScope:
                 torch.set_num_threads(self.threads)
 
     def close(self) -> None:
-        """Remove the private folder and stop the resource tracker that starting the engine's
-        processes brought up (after the engine has shut down)."""
-        if self.private_dir is not None:
-            import multiprocessing
-
-            multiprocessing.active_children()  # reaps the engine's exited processes (no zombies)
-            shutil.rmtree(self.private_dir, ignore_errors=True)
-            self.private_dir = None
+        """After the engine has shut down: stop the resource tracker its start brought up, reap
+        its processes and remove the private folder."""
         if self._started_resource_tracker:
             # multiprocessing's spawn starts a tracker process on first use and keeps it until this
-            # process exits; when the engine was what started it, it goes with the engine.
+            # process exits; when the engine was what started it, it goes with the engine (first:
+            # it would not exit by itself while the engine's processes are awaited below).
             from multiprocessing import resource_tracker
 
             stop = getattr(resource_tracker._resource_tracker, "_stop", None)
             if stop is not None:
                 stop()
             self._started_resource_tracker = False
+        if self.private_dir is not None:
+            _end_children(_child_pids() - self._children_before)
+            shutil.rmtree(self.private_dir, ignore_errors=True)
+            self.private_dir = None
+
+
+def _child_pids() -> set[int]:
+    import psutil  # a dependency of vLLM
+
+    return {child.pid for child in psutil.Process().children()}
+
+
+def _end_children(pids: set[int], grace: float = 30.0) -> None:
+    """Wait for the engine's processes to exit and reap them (vLLM's shutdown signals them but
+    may return before they are gone, leaving zombies); kill the ones that outlive ``grace``."""
+    import psutil
+
+    children = []
+    for pid in pids:
+        try:
+            children.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(children, timeout=grace)
+    for child in alive:
+        logger.warning("vLLM process %d did not exit after shutdown; killing it", child.pid)
+        child.kill()
+    psutil.wait_procs(alive, timeout=grace)
 
 
 def _resource_tracker_pid() -> int | None:

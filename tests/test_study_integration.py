@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 import yaml
-from rich.console import Console
 
 from knowpack.report.html import build_report
 from knowpack.study.runner import run_study
@@ -36,13 +35,13 @@ def test_study_with_real_stages(tmp_path, tiny_model_dir):
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
-    run = run_study(load_study(path), progress=False, console=Console(quiet=True))
+    run = run_study(load_study(path), progress=False)
     assert not run.failed, run.failed
     results = pd.read_csv(tmp_path / "out" / "results.csv")
     assert list(results["state"]) == ["done"]
     assert results["epochs"].eq(2).all() and results["reliability"].between(0, 1).all()
     assert results["positive_shift"].notna().all() and results["prompt_sensitivity_negative"].notna().all()
-    again = run_study(load_study(path), progress=False, console=Console(quiet=True))
+    again = run_study(load_study(path), progress=False)
     assert len(again.skipped) == 1
     page = build_report(tmp_path / "out").read_text()
     assert "Reliability vs epoch" in page and "data:image/png;base64," in page

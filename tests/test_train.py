@@ -217,16 +217,14 @@ def test_cli_reads_eval_sets_and_probe_shots(tiny_model_dir, tmp_path, fake_gree
     from typer.testing import CliRunner
 
     from knowpack.cli.app import app
-    from knowpack.io import write_json, write_jsonl
+    from artifact_fakes import category_row, write_probe_folder
     from knowpack.mix import MixConfig, build_mixture
 
     facts = [Fact(id=f"f{i}", subject=f"Land{i}", relation="capital", question=f"What is the capital of Land{i}?",
                   answer=f"City{i}") for i in range(12)]
     cats = [{"id": f.id, "category": "Unknown" if i < 6 else "HighlyKnown"} for i, f in enumerate(facts)]
-    probe = tmp_path / "probe"
-    write_jsonl(probe / "categories.jsonl", cats)
-    write_json(probe / "shots.json", {"mode": "fixed", "sets": [[facts[11].model_dump(mode="json")]] * 2})
-    write_json(probe / "manifest.json", {"stage": "probe", "config": _probe().model_dump(mode="json")})
+    probe = write_probe_folder(tmp_path / "probe", [category_row(c["id"], c["category"]) for c in cats],
+                               config=_probe(), shot_sets=[[facts[11]]] * 2)
     build_mixture(MixConfig(unknown=4, heldout_per_category=2, retention_sample=2), facts, cats,
                   tmp_path / "mix", probe_dir=probe)
     fake_greedy["known"] = {f.id for f in facts[6:]}

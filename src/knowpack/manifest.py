@@ -97,14 +97,12 @@ def refuse_foreign(folder: str | os.PathLike, *, marker: str, command: str) -> N
                             hint=f"choose a new or empty folder for `{command}`")
 
 
-def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
+def folder_state(folder: str | os.PathLike, *, stage: str, key: Any,
                  command: str) -> Literal["new", "resume", "finished"]:
-    """Decide whether ``stage`` may write into ``folder`` for the run identified by ``key``.
+    """What :func:`claim_folder` would decide, without creating or claiming anything.
 
-    ``finished``: the folder holds this run, done (the caller returns its results).
-    ``resume``: it holds this run, unfinished (the caller continues it). ``new``: it is empty or
-    absent and now belongs to this run. Anything else — another stage's or another setting's run,
-    or files knowpack did not write — is refused with a message saying how to proceed.
+    Lets a stage refuse a folder, or return a finished run, before it loads a model — and load
+    the model (which may fail) before it creates the folder, so a failed start leaves nothing.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -125,6 +123,20 @@ def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
     if folder.is_dir() and any(not _is_knowpack_file(p) for p in folder.iterdir()):
         raise KnowpackError(f"{folder} exists and holds files knowpack did not write",
                             hint=f"choose a new or empty --out folder for `{command}`")
-    folder.mkdir(parents=True, exist_ok=True)
-    _Claim(stage=stage, key=key).write(folder)
     return "new"
+
+
+def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
+                 command: str) -> Literal["new", "resume", "finished"]:
+    """Decide whether ``stage`` may write into ``folder`` for the run identified by ``key``.
+
+    ``finished``: the folder holds this run, done (the caller returns its results).
+    ``resume``: it holds this run, unfinished (the caller continues it). ``new``: it is empty or
+    absent and now belongs to this run. Anything else — another stage's or another setting's run,
+    or files knowpack did not write — is refused with a message saying how to proceed.
+    """
+    state = folder_state(folder, stage=stage, key=key, command=command)
+    if state == "new":
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        _Claim(stage=stage, key=key).write(folder)
+    return state

@@ -21,7 +21,7 @@ from typing import Any
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import TIERS, Fact
 from knowpack.io import atomic_path, dumps_line, stable_hash
-from knowpack.manifest import claim_folder, stamp
+from knowpack.manifest import claim_folder, folder_state, stamp
 from knowpack.models.adapters import adapter_hash
 from knowpack.probe.artifacts import CategoryRow, GenerationRow, ProbeFolder, ProbeSummary, ShotSets
 from knowpack.probe.config import ProbeConfig
@@ -143,10 +143,11 @@ def run_probe(config: ProbeConfig, facts: list[Fact], model: Any, out_dir: str |
     adapter_digest = adapter_hash(adapter) if adapter is not None else None
     run_key = _run_key(config, plan, model_identity(model), adapter_digest)
     out_dir = Path(out_dir)
-    if claim_folder(out_dir, stage="probe", key=run_key, command="knowpack probe") == "finished":
+    if folder_state(out_dir, stage="probe", key=run_key, command="knowpack probe") == "finished":
         return ProbeSummary.read(out_dir)
     backend, identity = resolve_backend(model, config, adapter)
     check_prompt_lengths(plan, config, backend)
+    claim_folder(out_dir, stage="probe", key=run_key, command="knowpack probe")
     start = time.perf_counter()
     items = _probe_all(plan, backend, config, out_dir, run_key, progress=progress, on_chunk=on_chunk)
     summary = ProbeSummary(**summarize([i["record"] for i in items], plan.facts),

@@ -25,6 +25,7 @@ from knowpack.facts.schema import Fact
 from knowpack.facts.sources import BUILDERS, RELATIONS, RawFact
 from knowpack.facts.sources.common import ascii_fold, resolve_ambiguous
 from knowpack.facts.tiers import h2t_tiers
+from knowpack.facts.writers import write_facts
 
 DEFAULT_SET_VERSION = "v1"
 
@@ -38,8 +39,6 @@ def default_facts_path() -> Path:
 
 def load_default_facts() -> Path:
     """Build the default set once into the knowpack cache (atomically) and return its path."""
-    from knowpack.facts.io import write_facts
-
     path = default_facts_path()
     if not path.is_file():
         write_facts(path, build_default_facts())

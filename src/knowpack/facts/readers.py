@@ -355,6 +355,8 @@ def _rows_from_parquet(path: Path) -> tuple[list[Row], list[str]]:
 def _rows_from_hf(path: Path) -> tuple[list[Row], list[str]]:
     import datasets
 
+    if _saved_without_data(path):
+        return [], []  # datasets cannot load its own save of 0 rows; it holds no facts either way
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError/ValueError/… for broken folders
@@ -369,6 +371,14 @@ def _rows_from_hf(path: Path) -> tuple[list[Row], list[str]]:
             problems += part_problems
         return rows, problems
     return _rows_from_records(path, loaded.column_names, loaded.to_list(), "row")
+
+
+def _saved_without_data(path: Path) -> bool:
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("_data_files") == []
 
 
 def _rows_from_records(path: Path, columns: list[str], records: list[dict], label: str

@@ -15,23 +15,10 @@ from knowpack.errors import KnowpackError, ValidationFailed
 from knowpack.facts import Fact, check_facts, read_facts, write_facts
 from knowpack.facts.checks import MAX_CHARS
 from knowpack.facts.readers import MAX_LINE_BYTES
+from test_facts_io import GOOD, _jsonl, _problems  # the same record and helpers as the basic IO tests
 
-GOOD = {"id": "a/1", "subject": "France", "relation": "capital_of_country",
-        "question": "What is the capital of France?", "answer": "Paris"}
 HEADER = "id,subject,relation,question,answer"
 runner = CliRunner()
-
-
-def _jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
-                    encoding="utf-8")
-    return path
-
-
-def _problems(path: Path) -> list[str]:
-    with pytest.raises(ValidationFailed) as info:
-        read_facts(path)
-    return info.value.problems
 
 
 def _good(n: int) -> list[Fact]:

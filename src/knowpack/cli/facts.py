@@ -94,7 +94,8 @@ def stats(file: str = typer.Argument(..., help="Fact file or `default`."),
 
 @app.command()
 def build(
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .csv, .parquet (or a folder name for datasets)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .csv, .parquet (or a folder name for datasets). "
+                                                  "An existing path is replaced only if it is a fact file knowpack wrote."),
     triples: Optional[Path] = typer.Option(None, help="Head-to-Tail mode: triples file (N-Triples .nt or TSV subject/relation/object)."),
     templates: Optional[Path] = typer.Option(None, help="Head-to-Tail mode: JSON/YAML relation → template(s) with `_` for the subject."),
     per_tier_relation: int = typer.Option(30, min=1, help="Head-to-Tail: at most K facts per (tier, relation)."),

@@ -1,4 +1,4 @@
-"""The default fact set, built offline from pinned PyPI data packages (see default-data.md).
+"""The default fact set, built offline from data in pinned PyPI packages (no network, same bytes everywhere).
 
 Pipeline: every source yields raw facts → keep the requested relations → drop facts whose answer
 is the subject → resolve ambiguous questions (dominance rule) → drop guessable facts (every

@@ -51,6 +51,8 @@ Row = tuple[str, "dict[str, Any] | None", list[str]]
 
 def load_rows(path: Path) -> tuple[list[Row], list[str]]:
     """Return the file's rows plus file-level problems; an unusable path is one :class:`KnowpackError`."""
+    if "\x00" in str(path):
+        raise KnowpackError(f"invalid fact file path {str(path)!r}: it contains a NUL character")
     try:
         _check_readable(path)
         rows, problems = _read_by_format(path)

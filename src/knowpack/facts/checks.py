@@ -21,6 +21,7 @@ Beyond types and required fields, a fact must be *usable* by the rest of the pip
 
 from __future__ import annotations
 
+import functools
 import math
 import unicodedata
 from typing import Any
@@ -72,8 +73,9 @@ def validate_rows(rows: list[Row], problems: list[str]) -> list[Fact]:
 def id_key(fact_id: str) -> str:
     """The form two ids are compared in: ids equal here are the same id to a person."""
     text = unicodedata.normalize("NFKC", fact_id).casefold()
-    visible = "".join(ch for ch in text if not _is_invisible(ch))
-    return " ".join(visible.split())
+    if not text.isprintable():
+        text = "".join(ch for ch in text if not _is_invisible(ch))
+    return " ".join(text.split())
 
 
 def _duplicate_id(fact_id: Any, where: str, first_seen: dict[str, tuple[str, str]]) -> list[str]:
@@ -122,18 +124,27 @@ def _string_problems(field: str, label: str, value: Any) -> list[str]:
     if len(value) > MAX_CHARS[field]:
         problems.append(f"field '{label}': {len(value):,} characters, over the limit of "
                         f"{MAX_CHARS[field]:,} (a fact is a short question with a short answer)")
-    if len(value.splitlines()) > 1:
-        why = ("only the first line of a generation is compared, so it can never match"
-               if field in _MATCHED else "every text field must be one line")
-        problems.append(f"field '{label}': contains a line break ({why})")
-    elif (bad := _first_invisible(value)) is not None:
-        position, ch = bad
-        problems.append(f"field '{label}': contains the invisible or control character "
-                        f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at position {position + 1}")
-    elif field in _MATCHED and not normalize(value):
+    # isprintable() is one C-speed pass that is True for almost every value: no line break, no
+    # "other"-category character; only the rare rest needs the slower look at each character.
+    if not value.isprintable() and (problem := _unprintable_problem(field, value)) is not None:
+        problems.append(f"field '{label}': {problem}")
+    elif field in _MATCHED and not _matchable(value):
         problems.append(f"field '{label}': {value!r} can never match an answer (nothing is left once "
                         "case, accents, punctuation and the articles a/an/the are ignored)")
     return problems
+
+
+def _unprintable_problem(field: str, value: str) -> str | None:
+    """A line break or an invisible/control character in ``value`` (None: only spaces such as NBSP)."""
+    if len(value.splitlines()) > 1:
+        why = ("only the first line of a generation is compared, so it can never match"
+               if field in _MATCHED else "every text field must be one line")
+        return f"contains a line break ({why})"
+    for position, ch in enumerate(value):
+        if _is_invisible(ch):
+            return (f"contains the invisible or control character U+{ord(ch):04X} "
+                    f"({unicodedata.name(ch, 'unnamed')}) at position {position + 1}")
+    return None
 
 
 def _is_invisible(ch: str) -> bool:
@@ -142,8 +153,10 @@ def _is_invisible(ch: str) -> bool:
     return unicodedata.category(ch)[0] == "C" and ch not in _JOINERS
 
 
-def _first_invisible(value: str) -> tuple[int, str] | None:
-    return next(((i, ch) for i, ch in enumerate(value) if _is_invisible(ch)), None)
+@functools.lru_cache(maxsize=1 << 16)
+def _matchable(text: str) -> bool:
+    # Answers repeat across facts (country names, numbers): cache the normalization verdict.
+    return bool(normalize(text))
 
 
 def _list_problems(key: str, value: Any) -> list[str]:

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -154,12 +155,11 @@ def parse_json_object(text: str) -> tuple[dict[str, Any] | None, list[str]]:
     repeated: list[str] = []
 
     def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen and key not in repeated:
-                repeated.append(key)
-            seen.add(key)
-        return dict(pairs)
+        record = dict(pairs)
+        if len(record) != len(pairs):  # rare: only then look for which keys repeat
+            counts = Counter(key for key, _ in pairs)
+            repeated.extend(k for k, n in counts.items() if n > 1 and k not in repeated)
+        return record
 
     try:
         record = json.loads(text, object_pairs_hook=keep_pairs)

@@ -171,6 +171,13 @@ def test_committed_sample_matches_the_builder(facts):
     assert committed == sample_facts(facts, 200, seed=0)
 
 
+def test_every_default_fact_passes_the_file_checks(facts):
+    from knowpack.facts.io import check_fact_list
+
+    checked, problems = check_fact_list(facts, "default")
+    assert problems == [] and checked == facts
+
+
 def test_load_default_facts_caches_and_read_default(monkeypatch, facts):
     calls = []
     monkeypatch.setattr(default_set, "build_default_facts", lambda relations=None: calls.append(1) or facts)

@@ -89,7 +89,7 @@ def test_non_utf8_csv(tmp_path):
     path.write_bytes(data)
     problems = _problems(path)
     offset = data.index(b"\xe9")
-    assert problems == [f"{path}:2: not valid UTF-8 (byte offset {offset} in the file)"]
+    assert problems == [f"{path}:2: not valid UTF-8 (byte offset {offset} in the file) — save the file as UTF-8"]
 
 
 def test_every_record_problem_is_listed(tmp_path):
@@ -129,8 +129,9 @@ def test_csv_wrong_type_and_empty_alias(tmp_path):
     path.write_text("id,subject,relation,question,answer,aliases,popularity\n"
                     "a/1,France,r,q?,Paris,Paris||Lutece,many\n", encoding="utf-8")
     problems = _problems(path)
-    assert f"{path}: row 1: field 'aliases[1]': empty string" in problems
-    assert f"{path}: row 1: field 'popularity': expected a number, got a string" in problems
+    # CSV problems name the line the record starts on (the header is line 1), like JSONL ones.
+    assert f"{path}:2: field 'aliases[1]': empty string" in problems
+    assert f"{path}:2: field 'popularity': expected a number, got a string" in problems
 
 
 def test_parquet_and_hf_folder_validation(tmp_path):

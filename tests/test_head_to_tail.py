@@ -152,3 +152,18 @@ def test_cli_build_errors_have_no_traceback(tmp_path):
     alone = runner.invoke(app, ["facts", "build", "--triples", str(NT), "--out", str(tmp_path / "o.jsonl")])
     assert alone.exit_code != 0 and "--templates" in alone.output
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_candidates_a_fact_file_may_not_hold_are_dropped(tmp_path):
+    """Literal objects that could never be matched or read back do not become facts."""
+    triples = tmp_path / "t.nt"
+    lines = [f'<{R}A> <{R}motto> "!!!" .', f'<{R}B> <{R}motto> "first\\nsecond" .',
+             f'<{R}C> <{R}motto> "{"x" * 400}" .', f'<{R}D> <{R}motto> "Per aspera\\u200b" .',
+             f'<{R}E> <{R}motto> "Carpe diem" .',
+             f'<{R}F_x> <{R}motto> "Ora et labora" .', f'<{R}f_X> <{R}motto> "Nunc aut numquam" .']
+    triples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    templates = tmp_path / "t.json"
+    templates.write_text('{"motto": "What is the motto of _?"}', encoding="utf-8")
+    facts = candidate_facts(read_triples(triples), read_templates(templates))
+    # "F x" and "f X" are one id up to case: only the first (in sorted order) is kept.
+    assert [(f.id, f.answer) for f in facts] == [("motto/E", "Carpe diem"), ("motto/F x", "Ora et labora")]

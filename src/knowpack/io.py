@@ -11,10 +11,12 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from knowpack.errors import KnowpackError
 
 MANIFEST_NAME = "manifest.json"
 _TRACKED_PACKAGES = (
@@ -28,38 +30,112 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
 
     Readers never see a half-written file: a crash leaves the old file (or none) in place.
+    A folder at ``path`` is never replaced by a file (one clear error instead).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _refuse_folder_target(path)
+    _make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _refuse_folder_target(path)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
+def _refuse_folder_target(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise KnowpackError(f"cannot write the file {path}: a folder of that name exists",
+                            hint="choose another output path")
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise KnowpackError(f"cannot write {path}: a part of its parent path is a file, not a folder",
+                            hint="choose an output path inside a folder") from None
+    except PermissionError:
+        raise KnowpackError(f"cannot write {path}: permission denied for {path.parent}",
+                            hint="choose an output path you can write to") from None
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole.
+def atomic_dir(path: str | os.PathLike, *, replace: bool | Callable[[Path], bool] = False) -> Iterator[Path]:
+    """Yield a temporary folder next to ``path``; on success it takes the place of ``path`` whole.
 
     The folder twin of ``atomic_path``: an interrupted writer leaves no half-filled folder behind.
+    Because no command may delete what it did not create, what already is at ``path`` decides:
+
+    * nothing, or an empty folder: written;
+    * a non-empty folder: replaced only when the caller owns it — ``replace=True`` for a path only
+      knowpack writes (a cache under ``KNOWPACK_HOME``, a stage's own sub-folder such as
+      ``adapter/`` inside an output folder the stage has already claimed), or a callable that
+      recognises the caller's own earlier output from its content; otherwise refused;
+    * a file, a symbolic link, the current folder or one of its parents: always refused.
+
+    The check runs before the caller's work (fail fast) and again just before the swap. The old
+    folder is moved aside and deleted only after the new one is in place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(path, replace)
+    _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes 0700 folders; outputs and caches are meant to be shared
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        check_replaceable(path, replace)
+        _swap_in(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_replaceable(path: Path, replace: bool | Callable[[Path], bool] = False) -> None:
+    """Raise :class:`KnowpackError` unless :func:`atomic_dir` may write ``path`` (its rule, no writing).
+
+    Lets a command refuse a bad output path before it spends minutes computing what goes there.
+    """
+    resolved = path.resolve()
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise KnowpackError(f"refusing to replace {path}: it is the current folder or one of its parents",
+                            hint="name a new folder to write into")
+    if path.is_symlink():
+        raise KnowpackError(f"refusing to replace {path}: it is a symbolic link",
+                            hint="choose another output path, or remove the link yourself")
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise KnowpackError(f"refusing to replace {path}: a file of that name exists",
+                            hint="choose another output path, or move the file away first")
+    if not any(path.iterdir()):
+        return
+    owned = replace(path) if callable(replace) else replace
+    if not owned:
+        raise KnowpackError(f"refusing to replace {path}: the folder exists and was not written by this step",
+                            hint="choose a new output path, or move the folder away first")
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path``; an old folder there is renamed aside first and deleted last."""
+    aside = None
+    if path.exists() and any(path.iterdir()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.replace(path, aside / path.name)
+    try:
+        os.replace(tmp, path)  # rename(2) replaces an empty folder
+    except OSError:
+        if aside is not None:  # put the old folder back rather than lose it
+            os.replace(aside / path.name, path)
+            aside.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

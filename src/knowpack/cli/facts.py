@@ -40,15 +40,18 @@ def _user_errors():
 def validate(file: str = typer.Argument(..., help="Fact file (.jsonl, .csv, .parquet, datasets folder) or `default`.")) -> None:
     """Check a fact file and list every problem (file, line/row, field). Never writes anything.
 
-    CSV list columns (aliases, paraphrases) are JSON arrays or `|`-separated text.
+    CSV list columns (aliases, paraphrases) are JSON arrays or `|`-separated text. Every text is
+    one line without invisible characters; an answer or alias must keep some letters or digits
+    once case, accents, punctuation and a/an/the are ignored (or it could never match); limits:
+    question and paraphrase 2,000 characters, answer and alias 300, a JSONL line 1 MiB.
     """
     from knowpack.facts.default_set import build_default_facts, default_facts_path
-    from knowpack.facts.io import check_facts
+    from knowpack.facts.io import check_fact_list, check_facts
 
     with _user_errors():
         if file == "default" and not default_facts_path().is_file():
             # Validating must not create the cache: check the set in memory instead.
-            facts, problems = build_default_facts(), []
+            facts, problems = check_fact_list(build_default_facts(), "default")
         else:
             path = default_facts_path() if file == "default" else Path(file)
             facts, problems = check_facts(path)
@@ -91,7 +94,8 @@ def stats(file: str = typer.Argument(..., help="Fact file or `default`."),
 
 @app.command()
 def build(
-    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .csv, .parquet (or a folder name for datasets)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output file: .jsonl, .csv, .parquet (or a folder name for datasets). "
+                                                  "An existing path is replaced only if it is a fact file knowpack wrote."),
     triples: Optional[Path] = typer.Option(None, help="Head-to-Tail mode: triples file (N-Triples .nt or TSV subject/relation/object)."),
     templates: Optional[Path] = typer.Option(None, help="Head-to-Tail mode: JSON/YAML relation → template(s) with `_` for the subject."),
     per_tier_relation: int = typer.Option(30, min=1, help="Head-to-Tail: at most K facts per (tier, relation)."),
@@ -102,10 +106,11 @@ def build(
     """Build a fact file: the offline default set (no source), or Head-to-Tail from --triples/--templates."""
     from knowpack.facts.default_set import build_default_facts, sample_facts, select_relations
     from knowpack.facts.head_to_tail import HeadToTailConfig, build_head_to_tail
-    from knowpack.facts.io import write_facts
+    from knowpack.facts.writers import check_fact_output, write_facts
 
     started = time.perf_counter()
     with _user_errors():
+        check_fact_output(out)  # refuse a bad --out before spending time on the build
         wanted = relations.split(",") if relations else None
         if (triples is None) != (templates is None):
             raise KnowpackError("--triples and --templates go together",

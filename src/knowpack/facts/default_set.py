@@ -1,4 +1,4 @@
-"""The default fact set, built offline from pinned PyPI data packages (see default-data.md).
+"""The default fact set, built offline from data in pinned PyPI packages (no network, same bytes everywhere).
 
 Pipeline: every source yields raw facts → keep the requested relations → drop facts whose answer
 is the subject → resolve ambiguous questions (dominance rule) → drop guessable facts (every
@@ -25,6 +25,7 @@ from knowpack.facts.schema import Fact
 from knowpack.facts.sources import BUILDERS, RELATIONS, RawFact
 from knowpack.facts.sources.common import ascii_fold, resolve_ambiguous
 from knowpack.facts.tiers import h2t_tiers
+from knowpack.facts.writers import write_facts
 
 DEFAULT_SET_VERSION = "v1"
 
@@ -38,8 +39,6 @@ def default_facts_path() -> Path:
 
 def load_default_facts() -> Path:
     """Build the default set once into the knowpack cache (atomically) and return its path."""
-    from knowpack.facts.io import write_facts
-
     path = default_facts_path()
     if not path.is_file():
         write_facts(path, build_default_facts())

@@ -9,6 +9,9 @@ Follows the DBpedia method of Sun et al. (2024) as used by Pletenev et al. (2025
   relations with a template (``_`` marks the subject: "_ was born in which place?");
 * cleaning: no category/isPartOf relations, no ``__`` in names, no "List of" subjects, no generic
   answers, no answer contained in the subject, URL answers only for page/homepage/webcast;
+* candidates the fact-file checks would reject (an answer that can never match such as "!!!", a
+  multi-line or over-long literal, invisible characters) are dropped, and ids equal up to case
+  or invisible characters count as the same subject, so a built file always reads back;
 * at most K facts per (tier, relation), and the same number in every tier of a relation
   (the minimum over tiers), drawn with a seeded RNG.
 
@@ -19,6 +22,7 @@ the full DBpedia dump; that changes nothing in expectation and is not needed her
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -29,9 +33,12 @@ from urllib.parse import unquote
 from pydantic import BaseModel, ConfigDict, Field
 
 from knowpack.errors import KnowpackError, ValidationFailed
+from knowpack.facts.checks import id_key, record_problems_of
 from knowpack.facts.schema import TIERS, Fact
 from knowpack.facts.sources.common import make_aliases
 from knowpack.facts.tiers import h2t_cutpoints, tier_of
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_DOMAIN = "open"
 DROPPED_RELATIONS = frozenset({"category", "ispartof"})
@@ -240,6 +247,7 @@ def candidate_facts(triples: list[Triple], templates: dict[str, RelationTemplate
         objects.setdefault((t.subject_id, t.relation), set()).add((t.object_id, t.object_is_entity))
     facts: list[Fact] = []
     seen_ids: set[str] = set()
+    unusable = 0
     for (subject_id, relation), objs in sorted(objects.items()):
         if len(objs) != 1 or relation not in templates:
             continue
@@ -248,19 +256,30 @@ def candidate_facts(triples: list[Triple], templates: dict[str, RelationTemplate
                         object_is_entity=is_entity)
         if not keep_candidate(triple):
             continue
-        subject = label(subject_id)
-        answer = label(object_id) if is_entity else object_id.strip()
-        fact_id = f"{relation}/{subject}"
-        if fact_id in seen_ids:  # two URIs with the same label: the question would be ambiguous
+        fact = _candidate_fact(triple, templates[relation], popularity[subject_id], cuts)
+        if fact is None:
+            unusable += 1
             continue
-        seen_ids.add(fact_id)
-        spec = templates[relation]
-        question, *paraphrases = [render(t, subject) for t in spec.templates]
-        facts.append(Fact(
-            id=fact_id, subject=subject, relation=relation, question=question, answer=answer,
-            aliases=list(_answer_aliases(answer)), popularity=float(popularity[subject_id]),
-            tier=tier_of(popularity[subject_id], cuts), paraphrases=paraphrases, domain=spec.domain))
+        if id_key(fact.id) in seen_ids:  # two URIs with the same label: the question would be ambiguous
+            continue
+        seen_ids.add(id_key(fact.id))
+        facts.append(fact)
+    if unusable:
+        logger.info("head-to-tail: dropped %d candidate(s) a fact file may not hold "
+                    "(unmatchable, multi-line or over-long text)", unusable)
     return sorted(facts, key=lambda f: f.id)
+
+
+def _candidate_fact(triple: Triple, spec: RelationTemplates, popularity: int, cuts) -> Fact | None:
+    """The fact of one kept triple, or None when the fact-file checks would reject it."""
+    subject = label(triple.subject_id)
+    answer = label(triple.object_id) if triple.object_is_entity else triple.object_id.strip()
+    question, *paraphrases = [render(t, subject) for t in spec.templates]
+    record = dict(id=f"{triple.relation}/{subject}", subject=subject, relation=triple.relation,
+                  question=question, answer=answer, aliases=list(_answer_aliases(answer)),
+                  popularity=float(popularity), tier=tier_of(popularity, cuts),
+                  paraphrases=paraphrases, domain=spec.domain)
+    return None if record_problems_of(record) else Fact(**record)
 
 
 def build_head_to_tail(triples_path: str | os.PathLike, templates_path: str | os.PathLike,

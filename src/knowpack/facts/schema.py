@@ -11,7 +11,7 @@ TIERS: tuple[str, ...] = ("head", "torso", "tail")
 
 
 class Fact(BaseModel):
-    """A question/answer fact (DESIGN.md "Contracts").
+    """A question/answer fact: what every stage reads, from a user file or the default set.
 
     ``aliases`` always starts with ``answer``; matching accepts any alias.
     """

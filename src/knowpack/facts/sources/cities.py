@@ -10,7 +10,7 @@ from __future__ import annotations
 from knowpack.facts.sources.catalog import cities, countries
 from knowpack.facts.sources.common import RawFact, make_aliases, resolve_ambiguous
 
-# country_of_city keeps cities of at least this size (default-data.md §3: ~5.6k facts).
+# country_of_city keeps cities of at least this size: about 5.6k facts, big enough to be well known.
 MIN_COUNTRY_OF_CITY_POPULATION = 100_000
 
 

@@ -54,7 +54,7 @@ def test_cli_probe_writes_outputs(monkeypatch, capsys, tmp_path, tiny_model_dir,
 @pytest.mark.parametrize("case, expect", [
     ("missing-facts", "fact file not found"),
     ("unknown-model", "unknown model"),
-    ("pool-too-small", "held-out facts"),
+    ("pool-too-small", "packaged exemplar pool"),
     ("bad-option", "--shot-pool: Input should be"),
     ("missing-adapter", "adapter folder not found"),
 ])
@@ -62,7 +62,7 @@ def test_cli_bad_input_is_one_clear_error(monkeypatch, capsys, tmp_path, tiny_mo
     out = tmp_path / "out"
     args = {"missing-facts": ["--model", tiny_model_dir, "--facts", tmp_path / "nope.jsonl"],
             "unknown-model": ["--model", tmp_path / "no-such-model", "--facts", facts_file],
-            "pool-too-small": ["--model", tiny_model_dir, "--facts", facts_file, "--prompts", 10, "--shots", 4],
+            "pool-too-small": ["--model", tiny_model_dir, "--facts", facts_file, "--prompts", 10, "--shots", 10],
             "bad-option": ["--model", tiny_model_dir, "--facts", facts_file, "--shot-pool", "nearby"],
             "missing-adapter": ["--model", tiny_model_dir, "--facts", facts_file, "--adapter", tmp_path / "none"],
             }[case]

@@ -99,7 +99,7 @@ def test_limit_probes_first_facts(tmp_path):
 
 
 @pytest.mark.parametrize("update, n_facts, match", [
-    ({"prompts": 10, "shots": 4}, 30, "held-out"),
+    ({"prompts": 10, "shots": 10}, 30, "packaged exemplar pool"),
     ({"shot_pool": "relation", "shots": 12}, 30, "usable shot facts"),
 ])
 def test_pool_too_small_errors_before_writing(tmp_path, update, n_facts, match):
@@ -107,6 +107,23 @@ def test_pool_too_small_errors_before_writing(tmp_path, update, n_facts, match):
         run_probe(CFG.model_copy(update=update), fact_set(n_facts), ScriptedBackend(), tmp_path / "out",
                   progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_small_file_takes_its_shots_from_the_packaged_pool(tmp_path):
+    """The paper's 10 prompts × 4 shots on a 40-fact file: every fact probed, shots from the pool."""
+    from knowpack.probe.exemplars import EXEMPLAR_POOL_NAME, load_exemplar_pool
+
+    facts = fact_set(40)
+    summary = run_probe(ProbeConfig(prompts=10, shots=4, samples=0), facts, ScriptedBackend(), tmp_path,
+                        progress=False)
+    assert summary.n == 40 and summary.held_out_ids == [] and summary.exemplars == EXEMPLAR_POOL_NAME
+    shots = json.loads((tmp_path / "shots.json").read_text())
+    pool_ids = {f.id for f in load_exemplar_pool()}
+    used = [f["id"] for s in shots["sets"] for f in s]
+    assert len(used) == 40 and len(set(used)) == 40 and set(used) <= pool_ids
+    again = run_probe(ProbeConfig(prompts=10, shots=4, samples=0), fact_set(81), ScriptedBackend(),
+                      tmp_path / "big", progress=False)
+    assert again.exemplars == "held_out" and len(again.held_out_ids) == 40  # a large file keeps the paper's scheme
 
 
 def test_duplicate_ids_and_empty_input(tmp_path):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
 from knowpack.probe.config import ProbeConfig
+from knowpack.probe.exemplars import EXEMPLAR_POOL_NAME, load_exemplar_pool
 from knowpack.probe.prompts import build_shot_sets, group_by_relation, select_spread, shots_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +34,8 @@ def plan_shots(config: ProbeConfig, facts: list[Fact], shot_pool: list[Fact] | N
     """Decide the shot sets; raises KnowpackError before any work when the pool is too small.
 
     ``fixed`` without ``shot_pool``: N×S facts are held out of ``facts`` (seeded, spread over
-    relations) as shots and are not probed. With ``shot_pool``: shots come from it and any fact
+    relations) as shots and are not probed — unless that is more than half the file, then the
+    shots come from the packaged exemplar pool and every fact is probed. With ``shot_pool``: shots come from it and any fact
     of the pool is not probed (it would be its own shot). ``relation``: shots are other facts of
     the same relation, from ``shot_pool`` or else from ``facts``.
     """
@@ -43,12 +48,9 @@ def plan_shots(config: ProbeConfig, facts: list[Fact], shot_pool: list[Fact] | N
     if config.shots == 0:
         return ShotPlan(facts=list(facts), shot_sets=[[] for _ in range(config.prompts)], exemplars="none")
     needed = config.prompts * config.shots
+    if shot_pool is None and 2 * needed > len(facts):
+        return _packaged_plan(config, facts, needed)
     if shot_pool is None:
-        if needed >= len(facts):
-            raise KnowpackError(
-                f"{config.prompts} prompts × {config.shots} shots need {needed} held-out facts, "
-                f"but only {len(facts)} facts were given (at least one must remain to probe)",
-                hint="lower --prompts/--shots, pass more facts, or use --shot-pool relation")
         pool = select_spread(facts, needed, config.seed)
     else:
         pool = list(shot_pool)
@@ -58,3 +60,25 @@ def plan_shots(config: ProbeConfig, facts: list[Fact], shot_pool: list[Fact] | N
     return ShotPlan(facts=[f for f in facts if f.id not in pool_ids],
                     held_out=[f for f in facts if f.id in pool_ids], shot_sets=shot_sets,
                     exemplars="held_out" if shot_pool is None else "given")
+
+
+def _packaged_plan(config: ProbeConfig, facts: list[Fact], needed: int) -> ShotPlan:
+    """Shots from the packaged exemplar pool, for a file too small to give up ``needed`` facts.
+
+    Holding out N×S facts of a file that is at most twice that size would probe fewer facts
+    than it spends as shots (and a file of N×S facts could not be probed at all), so the shots
+    come from a separate dataset, as the paper's did. Pool facts that share a question or an id
+    with a probed fact are left out, so no fact is ever its own shot.
+    """
+    probed_ids = {f.id for f in facts}
+    probed_questions = {f.question.strip().casefold() for f in facts}
+    pool = [f for f in load_exemplar_pool()
+            if f.id not in probed_ids and f.question.strip().casefold() not in probed_questions]
+    if needed > len(pool):
+        raise KnowpackError(
+            f"{config.prompts} prompts × {config.shots} shots need {needed} exemplars, but the fact file "
+            f"has only {len(facts)} facts and the packaged exemplar pool {len(pool)}",
+            hint="lower --prompts/--shots, pass more facts, or use --shot-pool relation")
+    log.info("%d facts are too few to hold %d out as few-shot exemplars: shots come from the packaged "
+             "pool %s", len(facts), needed, EXEMPLAR_POOL_NAME)
+    return ShotPlan(facts=list(facts), shot_sets=build_shot_sets(pool, config), exemplars=EXEMPLAR_POOL_NAME)

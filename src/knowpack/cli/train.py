@@ -76,6 +76,10 @@ def command(
     loss: Optional[str] = typer.Option(None, "--loss", help="answer (answer tokens only) | all (every token, as the paper's code)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop"),
+    processes: Optional[int] = typer.Option(
+        None, "--processes", min=1,
+        help="Number of processes this run must have (e.g. 2 under `accelerate launch --num_processes 2`); "
+             "a launch that started a different number stops with an error."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-epoch progress lines."),
 ) -> None:
     """Train a LoRA adapter; rerun the same command to resume after a kill."""
@@ -87,7 +91,8 @@ def command(
                          targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None)
     if not Path(train).is_file():
         raise KnowpackError(f"training file not found: {train}", hint="build it with `knowpack mix --out DIR`")
-    summary = train_adapter(config, model, train, out, progress=not quiet, **_shot_sets(curve_inputs(train)))
+    summary = train_adapter(config, model, train, out, progress=not quiet, expected_processes=processes,
+                            **_shot_sets(curve_inputs(train)))
     final = summary.get("final") or {}
     parts = [f"adapter: {summary['adapter']}", f"epochs {summary['epochs_run']}/{summary['epochs_planned']}"]
     if final.get("reliability") is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +19,16 @@ from pathlib import Path
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.io import atomic_dir, read_json, sha256_file, write_json, write_manifest
+from knowpack.io import atomic_dir, sha256_file, write_manifest
+from knowpack.train.artifacts import RunIdentity, TrainSummary
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
 from knowpack.train.data import Collator, encode_example, read_train_file
-from knowpack.train.resume import (check_run_identity, claim_run, last_checkpoint, load_checkpoint,
+from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, last_intact_checkpoint,
                                    save_checkpoint)
 
-SUMMARY_FILE = "train_summary.json"
+logger = logging.getLogger(__name__)
+
 CURVE_FILE = "curve.csv"
 ADAPTER_DIR = "adapter"
 
@@ -90,16 +94,64 @@ def _wrap_lora(base, config: TrainConfig):
 
 
 def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_facts, retention_facts,
-              probe_config) -> dict:
-    return {
-        "config": config.model_dump(mode="json"),
-        "model_hash": model_hash,
-        "train_sha256": sha256_file(train_path),
-        "curve_ids": sorted(f.id for f in curve_facts or []),
-        "retention_ids": sorted(f.id for f in retention_facts or []),
+              probe_config) -> RunIdentity:
+    return RunIdentity(
+        config=config.model_dump(mode="json"),
+        model_hash=model_hash,
+        train_sha256=sha256_file(train_path),
+        curve_ids=sorted(f.id for f in curve_facts or []),
+        retention_ids=sorted(f.id for f in retention_facts or []),
         # Speed-only probe settings (batch size) do not change the curve, so they stay out.
-        "probe_config": probe_config.result_key() if probe_config is not None else None,
-    }
+        probe_config=probe_config.result_key() if probe_config is not None else None,
+    )
+
+
+# Set by `accelerate launch` when it was asked for several processes; torchrun-style launchers
+# also set WORLD_SIZE, so these without it mean accelerate's one-process launcher ran instead
+# (e.g. `--num_processes 2 --cpu`).
+_MULTI_PROCESS_MARKERS = ("ACCELERATE_USE_CPU", "MASTER_PORT")
+_WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def _launcher_asked_for_several() -> bool:
+    env = os.environ
+    return all(v in env for v in _MULTI_PROCESS_MARKERS) and not any(v in env for v in _WORLD_SIZE_VARS)
+
+
+def check_world_size(actual: int, expected: int | None) -> None:
+    """Refuse to train in a different number of processes than the launch asked for.
+
+    A run in fewer processes still trains (the global batch is split over whoever is there),
+    so without this check a misconfigured launch silently takes longer and reports nothing.
+    """
+    how = "one process per rank with `accelerate launch --multi_gpu --num_processes N` and ACCELERATE_USE_CPU=1 on CPU"
+    if expected is not None and actual != expected:
+        raise KnowpackError(f"asked for {expected} training process(es) but running in {actual}",
+                            hint=f"start {how}, or pass --processes {actual}")
+    if expected is None and actual == 1 and _launcher_asked_for_several():
+        raise KnowpackError("accelerate launch was asked for several processes but started only this one "
+                            "(its --cpu launcher runs a single process)",
+                            hint=f"start {how}, or pass --processes 1 to train in one process")
+
+
+DIVERGED_HINT = "lower the learning rate (--lr) or the LoRA scale (--alpha) and train into a new --out folder"
+
+
+class TrainingDiverged(KnowpackError):
+    """The loss or the adapter weights became NaN/inf: the run stops before saving anything bad."""
+
+
+def _first_bad_step(losses: list[torch.Tensor]) -> int | None:
+    """1-based index of the first non-finite batch loss, found in one pass at the end of the epoch
+    (a check per step would stop the loop to read every loss)."""
+    if not losses:
+        return None
+    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
+    return int(bad[0, 0]) + 1 if len(bad) else None
+
+
+def _adapter_is_finite(peft_model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in peft_model.parameters() if p.requires_grad)
 
 
 def _coerce_shot_sets(shot_sets) -> list | None:
@@ -161,6 +213,8 @@ class _Request:
     shot_sets: object
     progress: bool
     on_epoch_end: Callable[[dict], None] | None
+    expected_processes: int | None = None
+    threads: int | None = None
 
 
 class _Recipe:
@@ -174,10 +228,16 @@ class _Recipe:
     def __init__(self, request: _Request):
         from accelerate import Accelerator
 
+        from knowpack.runtime import configure_threads
+
         self.request, self.config = request, request.config
         self.out_dir = request.out_dir
         self.started = time.perf_counter()
         self.accelerator = Accelerator()
+        check_world_size(self.accelerator.num_processes, request.expected_processes)
+        # Every rank takes its share of the cores: DDP ranks with torch's default would each
+        # use all cores and slow each other down.
+        configure_threads(request.threads)
         self.loaded = None
         self.owned = False
         self.peft_model = None
@@ -199,9 +259,9 @@ class _Recipe:
         self.identity = _identity(self.config, self.loaded.model_hash, req.train_path, req.curve_facts,
                                   req.retention_facts, req.probe_config)
         self.resuming = check_run_identity(self.out_dir, self.identity)
-        if (self.resuming and (self.out_dir / SUMMARY_FILE).is_file()
+        if (self.resuming and TrainSummary.exists(self.out_dir)
                 and (self.out_dir / ADAPTER_DIR / "adapter_config.json").is_file()):
-            return read_json(self.out_dir / SUMMARY_FILE)
+            return TrainSummary.read(self.out_dir).model_dump(mode="json")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,16 +307,17 @@ class _Recipe:
                                        num_training_steps=total_steps)
 
     def resume(self) -> None:
-        """Continue after the last complete checkpoint: weights, optimizer, scheduler, RNG and curve."""
-        self.checkpoint = last_checkpoint(self.out_dir) if self.resuming else None
-        if self.checkpoint is None:
+        """Continue after the last intact checkpoint: weights, optimizer, scheduler, RNG and curve."""
+        found = last_intact_checkpoint(self.out_dir) if self.resuming else None
+        if found is None:
             return
-        state = load_checkpoint(self.accelerator, self.peft_model, self.optimizer, self.scheduler,
-                                self.checkpoint)
-        self.rows, self.stop_reason = list(state["curve"]), state.get("stop_reason")
-        self.start_epoch = state["epoch"] + 1
+        state = apply_checkpoint(self.accelerator, self.peft_model, self.optimizer, self.scheduler, found)
+        self.checkpoint = found.folder
+        self.rows = [row.model_dump(mode="json") for row in state.curve]
+        self.stop_reason = state.stop_reason
+        self.start_epoch = state.epoch + 1
         if self.request.progress:
-            self.accelerator.print(f"resuming from {self.checkpoint} (epoch {state['epoch']} done)")
+            self.accelerator.print(f"resuming from {self.checkpoint} (epoch {state.epoch} done)")
 
     def setup(self) -> dict | None:
         """All steps before the first epoch; returns the summary when the run had already finished."""
@@ -284,7 +345,7 @@ class _Recipe:
         config, accelerator, model = self.config, self.accelerator, self.ddp_model
         self.sampler.use_epoch(epoch)
         model.train()
-        loss_sum, loss_count = torch.zeros(()), 0
+        losses: list[torch.Tensor] = []
         for index, batch in enumerate(self.loader):
             group_start = index - index % config.grad_accum
             group = min(config.grad_accum, self.batches - group_start)
@@ -296,10 +357,32 @@ class _Recipe:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad()
-            loss_sum += loss.detach().float().cpu()
-            loss_count += 1
-        return accelerator.reduce(torch.tensor([loss_sum.item() / max(loss_count, 1)], device=accelerator.device),
+            losses.append(loss.detach().float())
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for value in losses:  # in order, as a running sum: the curve's loss does not depend on batching
+            loss_sum += value
+        mean = accelerator.reduce(torch.tensor([loss_sum.item() / max(len(losses), 1)], device=accelerator.device),
                                   reduction="mean").item()
+        self.check_finite(epoch, mean, losses)
+        return mean
+
+    def check_finite(self, epoch: int, mean_loss: float, losses: list[torch.Tensor]) -> None:
+        """Stop with one clear error when training diverged, before the epoch is checkpointed.
+
+        The decision uses the loss averaged over processes and the (synchronised) weights, so
+        every process stops at the same epoch; the last good checkpoint stays the newest one.
+        """
+        if math.isfinite(mean_loss) and _adapter_is_finite(self.peft_model):
+            return
+        step = _first_bad_step(losses)
+        where = (f"at batch {step} of {len(losses)}" if step is not None
+                 else "in the weights (the last update overflowed)" if math.isfinite(mean_loss)
+                 else "on another process")
+        kept = f"the last good checkpoint is epoch {epoch - 1}" if epoch > 1 else "no epoch finished cleanly"
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: the loss became non-finite {where} (lr {self.config.lr:g}); "
+            f"nothing of this epoch was saved and {kept}",
+            hint=DIVERGED_HINT)
 
     def evaluate_epoch(self, epoch: int, mean_loss: float, epoch_start: float) -> dict:
         """Record the epoch's curve row and decide on early stopping (the same decision on every process).
@@ -333,7 +416,7 @@ class _Recipe:
     def save_epoch(self, epoch: int) -> None:
         """Checkpoint the finished epoch, so a kill from here on resumes after it."""
         save_checkpoint(self.accelerator, self.peft_model, self.optimizer, self.scheduler, self.out_dir, epoch,
-                        {"curve": self.rows, "stop_reason": self.stop_reason})
+                        curve=self.rows, stop_reason=self.stop_reason)
 
     def train(self) -> None:
         """Run the remaining epochs: train, evaluate, checkpoint, then the caller's hook."""
@@ -349,44 +432,46 @@ class _Recipe:
 
     # -- the end -------------------------------------------------------------------------------
 
-    def summary(self) -> dict:
+    def summary(self) -> TrainSummary:
         """What ``train_summary.json`` records: how the run ended, its curve and its shape."""
         rows, config = self.rows, self.config
-        return {
-            "epochs_planned": config.epochs,
-            "epochs_run": rows[-1]["epoch"] if rows else 0,
-            "stopped_early": bool(self.stop_reason),
-            "stop_reason": self.stop_reason or "completed all epochs",
-            "final": rows[-1] if rows else None,
-            "curve": rows,
-            "train_examples": len(self.encoded),
-            "trainable_parameters": self.trainable,
-            "processes": self.world,
-            "global_batch": self.per_device * self.world * config.grad_accum,
-            "optimizer_steps_per_epoch": self.steps_per_epoch,
-            "model_hash": self.loaded.model_hash,
-            "adapter": str(self.out_dir / ADAPTER_DIR),
-            "wall_seconds_this_call": round(time.perf_counter() - self.started, 2),
-            "epoch_seconds_total": round(sum(r.get("seconds") or 0.0 for r in rows), 2),
-            "resumed_from": str(self.checkpoint) if self.checkpoint else None,
-        }
+        return TrainSummary(
+            epochs_planned=config.epochs,
+            epochs_run=rows[-1]["epoch"] if rows else 0,
+            stopped_early=bool(self.stop_reason),
+            stop_reason=self.stop_reason or "completed all epochs",
+            final=rows[-1] if rows else None,
+            curve=rows,
+            train_examples=len(self.encoded),
+            trainable_parameters=self.trainable,
+            processes=self.world,
+            global_batch=self.per_device * self.world * config.grad_accum,
+            optimizer_steps_per_epoch=self.steps_per_epoch,
+            model_hash=self.loaded.model_hash,
+            adapter=str(self.out_dir / ADAPTER_DIR),
+            wall_seconds_this_call=round(time.perf_counter() - self.started, 2),
+            epoch_seconds_total=round(sum(r.get("seconds") or 0.0 for r in rows), 2),
+            resumed_from=str(self.checkpoint) if self.checkpoint else None,
+        )
 
     def finish(self) -> dict:
         """Write the final adapter, the summary and the manifest (main process), in that order.
 
         The summary is the stage's completion marker, so it is written only after the adapter.
         """
+        if not _adapter_is_finite(self.peft_model):  # never reached after check_finite; kept as the last guard
+            raise TrainingDiverged("the trained adapter has non-finite weights and was not saved", hint=DIVERGED_HINT)
         summary = self.summary()
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _save_adapter(self.peft_model, self.out_dir)
-            write_json(self.out_dir / SUMMARY_FILE, summary)
+            summary.write(self.out_dir)
             write_manifest(self.out_dir, stage="train", config=self.config, seed=self.config.seed,
-                           inputs={"train": self.identity["train_sha256"], "model": self.loaded.model_hash},
-                           extra={"summary": {k: summary[k] for k in ("epochs_run", "stop_reason")}})
+                           inputs={"train": self.identity.train_sha256, "model": self.loaded.model_hash},
+                           extra={"summary": {"epochs_run": summary.epochs_run, "stop_reason": summary.stop_reason}})
         accelerator.wait_for_everyone()
-        return summary
+        return summary.model_dump(mode="json")
 
     def cleanup(self) -> None:
         """Release accelerate's references and give a caller's model back without LoRA layers."""
@@ -398,7 +483,8 @@ class _Recipe:
 def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *,
                   curve_facts: list | None = None, retention_facts: list | None = None,
                   probe_config=None, shot_sets=None, progress: bool = True,
-                  on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+                  on_epoch_end: Callable[[dict], None] | None = None, expected_processes: int | None = None,
+                  threads: int | None = None) -> dict:
     """Train a LoRA adapter on ``train_path`` (train.jsonl) and write it to ``out_dir/adapter``.
 
     ``model``: a model spec for ``load_model`` or a ``LoadedModel`` (its base weights are left
@@ -406,15 +492,19 @@ def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *
     reliability/retention are measured after every epoch into ``curve.csv``. Every epoch is
     checkpointed under ``out_dir/checkpoints``; rerunning the same call resumes from the last
     one, a finished run is returned as is, and a folder from a different run is refused.
-    ``on_epoch_end(row)`` runs after each epoch's checkpoint is written. Returns the summary
-    that is also written to ``train_summary.json``.
+    ``on_epoch_end(row)`` runs after each epoch's checkpoint is written. ``expected_processes``:
+    the number of processes the launch was meant to start (a different one is an error).
+    ``threads``: torch intra-op threads per process (default: the usable cores divided by the
+    local processes); neither changes the run's identity. A loss or adapter that becomes NaN/inf
+    stops the run with :class:`TrainingDiverged` before anything of that epoch is saved.
+    Returns the summary that is also written to ``train_summary.json``.
     """
     if (curve_facts or retention_facts) and probe_config is None:
         from knowpack.probe.config import ProbeConfig
 
         probe_config = ProbeConfig()
     recipe = _Recipe(_Request(config, model, Path(train_path), Path(out_dir), curve_facts, retention_facts,
-                              probe_config, shot_sets, progress, on_epoch_end))
+                              probe_config, shot_sets, progress, on_epoch_end, expected_processes, threads))
     try:
         finished = recipe.setup()
         if finished is not None:

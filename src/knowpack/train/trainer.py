@@ -24,6 +24,7 @@ from knowpack.train.artifacts import RunIdentity, TrainSummary
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
 from knowpack.train.data import Collator, encode_example, read_train_file
+from knowpack.train.packing import CausalLMLoss, PackingCollator, packing_supported
 from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, last_intact_checkpoint,
                                    save_checkpoint)
 
@@ -292,11 +293,14 @@ class _Recipe:
         self.world = accelerator.num_processes
         self.per_device = max(1, config.batch_size // self.world)
         self.sampler = EpochSampler(len(self.encoded), config.seed)
+        pad_id = self.loaded.tokenizer.pad_token_id
+        self.packed = packing_supported(self.peft_model, self.encoded[:self.per_device], pad_id)
         loader = torch.utils.data.DataLoader(self.encoded, batch_size=self.per_device, sampler=self.sampler,
-                                             collate_fn=Collator(self.loaded.tokenizer.pad_token_id))
+                                             collate_fn=PackingCollator() if self.packed else Collator(pad_id))
         params = [p for p in self.peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.ddp_model, self.optimizer, self.loader = accelerator.prepare(self.peft_model, optimizer, loader)
+        self.ddp_model, self.optimizer, self.loader = accelerator.prepare(CausalLMLoss(self.peft_model),
+                                                                          optimizer, loader)
         self.batches = len(self.loader)
         self.steps_per_epoch = math.ceil(self.batches / config.grad_accum)
         total_steps = self.steps_per_epoch * config.epochs
@@ -331,7 +335,7 @@ class _Recipe:
             self.accelerator.print(
                 f"training {len(self.encoded)} examples for {self.config.epochs} epochs "
                 f"({self.steps_per_epoch} optimizer steps/epoch, {self.trainable:,} trainable parameters, "
-                f"{self.world} process(es)) → {self.out_dir}")
+                f"{self.world} process(es), {'packed' if self.packed else 'padded'} batches) → {self.out_dir}")
         return None
 
     # -- the loop ------------------------------------------------------------------------------
@@ -351,7 +355,7 @@ class _Recipe:
             group = min(config.grad_accum, self.batches - group_start)
             sync = index + 1 == group_start + group
             with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()):
-                loss = model(**batch).loss
+                loss = model(**batch)
                 accelerator.backward(loss / group)
             if sync:
                 self.optimizer.step()

@@ -179,7 +179,7 @@ def test_cli_rejects_lr_inf_before_training(tiny_model_dir, train_file, tmp_path
 
 
 def test_expected_process_count_is_asserted(tiny_model_dir, train_file, tmp_path, monkeypatch):
-    from knowpack.train.trainer import check_world_size
+    from knowpack.train.guards import check_world_size
 
     with pytest.raises(KnowpackError, match=r"asked for 2 training process\(es\) but running in 1"):
         train_adapter(_config(epochs=1), str(tiny_model_dir), train_file, tmp_path / "out", progress=False,

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from knowpack.train.artifacts import RunIdentity, TrainSummary
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
 from knowpack.train.data import Collator, encode_example, read_train_file
+from knowpack.train.guards import DIVERGED_HINT, TrainingDiverged, adapter_is_finite, check_world_size, first_bad_step
 from knowpack.train.packing import CausalLMLoss, PackingCollator, packing_supported
 from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, last_intact_checkpoint,
                                    save_checkpoint)
@@ -105,54 +105,6 @@ def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_fact
         # Speed-only probe settings (batch size) do not change the curve, so they stay out.
         probe_config=probe_config.result_key() if probe_config is not None else None,
     )
-
-
-# Set by `accelerate launch` when it was asked for several processes; torchrun-style launchers
-# also set WORLD_SIZE, so these without it mean accelerate's one-process launcher ran instead
-# (e.g. `--num_processes 2 --cpu`).
-_MULTI_PROCESS_MARKERS = ("ACCELERATE_USE_CPU", "MASTER_PORT")
-_WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def _launcher_asked_for_several() -> bool:
-    env = os.environ
-    return all(v in env for v in _MULTI_PROCESS_MARKERS) and not any(v in env for v in _WORLD_SIZE_VARS)
-
-
-def check_world_size(actual: int, expected: int | None) -> None:
-    """Refuse to train in a different number of processes than the launch asked for.
-
-    A run in fewer processes still trains (the global batch is split over whoever is there),
-    so without this check a misconfigured launch silently takes longer and reports nothing.
-    """
-    how = "one process per rank with `accelerate launch --multi_gpu --num_processes N` and ACCELERATE_USE_CPU=1 on CPU"
-    if expected is not None and actual != expected:
-        raise KnowpackError(f"asked for {expected} training process(es) but running in {actual}",
-                            hint=f"start {how}, or pass --processes {actual}")
-    if expected is None and actual == 1 and _launcher_asked_for_several():
-        raise KnowpackError("accelerate launch was asked for several processes but started only this one "
-                            "(its --cpu launcher runs a single process)",
-                            hint=f"start {how}, or pass --processes 1 to train in one process")
-
-
-DIVERGED_HINT = "lower the learning rate (--lr) or the LoRA scale (--alpha) and train into a new --out folder"
-
-
-class TrainingDiverged(KnowpackError):
-    """The loss or the adapter weights became NaN/inf: the run stops before saving anything bad."""
-
-
-def _first_bad_step(losses: list[torch.Tensor]) -> int | None:
-    """1-based index of the first non-finite batch loss, found in one pass at the end of the epoch
-    (a check per step would stop the loop to read every loss)."""
-    if not losses:
-        return None
-    bad = (~torch.isfinite(torch.stack(losses))).nonzero()
-    return int(bad[0, 0]) + 1 if len(bad) else None
-
-
-def _adapter_is_finite(peft_model) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in peft_model.parameters() if p.requires_grad)
 
 
 def _coerce_shot_sets(shot_sets) -> list | None:
@@ -376,9 +328,9 @@ class _Recipe:
         The decision uses the loss averaged over processes and the (synchronised) weights, so
         every process stops at the same epoch; the last good checkpoint stays the newest one.
         """
-        if math.isfinite(mean_loss) and _adapter_is_finite(self.peft_model):
+        if math.isfinite(mean_loss) and adapter_is_finite(self.peft_model):
             return
-        step = _first_bad_step(losses)
+        step = first_bad_step(losses)
         where = (f"at batch {step} of {len(losses)}" if step is not None
                  else "in the weights (the last update overflowed)" if math.isfinite(mean_loss)
                  else "on another process")
@@ -463,7 +415,7 @@ class _Recipe:
 
         The summary is the stage's completion marker, so it is written only after the adapter.
         """
-        if not _adapter_is_finite(self.peft_model):  # never reached after check_finite; kept as the last guard
+        if not adapter_is_finite(self.peft_model):  # never reached after check_finite; kept as the last guard
             raise TrainingDiverged("the trained adapter has non-finite weights and was not saved", hint=DIVERGED_HINT)
         summary = self.summary()
         accelerator = self.accelerator

@@ -39,9 +39,13 @@ def twins(tmp_path_factory):
             "facts": facts}
 
 
-def test_the_trainer_records_the_base_model(twins):
+def test_the_trainer_records_the_base_model(twins, tmp_path):
+    import shutil
+
     assert adapter_base_model(twins["adapter"]) == load_model(str(twins["a"])).model_hash
     assert load_model(str(twins["a"])).model_hash != load_model(str(twins["b"])).model_hash
+    alone = shutil.copytree(twins["adapter"], tmp_path / "copied-adapter")  # users ship adapter/ by itself
+    assert adapter_base_model(alone) == load_model(str(twins["a"])).model_hash
 
 
 def test_probe_refuses_the_adapter_on_the_twin_model(twins, tmp_path):

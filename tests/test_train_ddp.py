@@ -31,17 +31,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_process_ddp_writes_one_loadable_adapter(tiny_model_dir, tmp_path):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
+def _launcher() -> str:
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if launcher is None:
         pytest.skip("accelerate CLI not installed")
+    return launcher
+
+
+def _train_file(tmp_path: Path) -> Path:
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"id": f"e{i}", "fact_id": f"f{i}", "role": "unknown",
                                          "question": f"What is the capital of Land{i}?", "answer": f"City{i}"}) + "\n"
                              for i in range(6)))
+    return train
+
+
+def test_two_process_ddp_writes_one_loadable_adapter(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    launcher, train = _launcher(), _train_file(tmp_path)
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
     out = tmp_path / "out"
@@ -59,6 +68,26 @@ def test_two_process_ddp_writes_one_loadable_adapter(tiny_model_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "adapter", "checkpoints", "curve.csv", "manifest.json", "run.json", "train_summary.json"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-1", "epoch-2"]
-    assert {"rng-0.pt", "rng-1.pt"} <= {p.name for p in (out / "checkpoints" / "epoch-2").iterdir()}
+    last = out / "checkpoints" / "epoch-2"
+    assert not list(last.glob("*.pt"))  # data-only checkpoints: nothing to unpickle
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert len(state["rng"]) == 2  # one RNG snapshot per rank, in rank order
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter")
     assert sum("lora_" in n for n, _ in model.named_parameters()) == 2 * 2 * 2  # 2 layers × 2 targets × A/B
+
+
+def test_cpu_launcher_that_starts_one_process_is_an_error(tiny_model_dir, tmp_path):
+    # `accelerate launch --num_processes 2 --cpu` runs ONE process without telling it the world
+    # size; the run must stop with one clear line instead of silently training alone.
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "MASTER_PORT", "LOCAL_WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [_launcher(), "launch", "--quiet", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "knowpack.cli.app", "train",
+           "--model", str(tiny_model_dir), "--train", str(_train_file(tmp_path)), "--out", str(tmp_path / "out"),
+           "--epochs", "1", "--rank", "2", "--targets", "q_proj", "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    stderr = " ".join(result.stderr.split())  # the CLI wraps its message to the terminal width
+    assert result.returncode != 0
+    assert "error: accelerate launch was asked for several processes but started only this one" in stderr
+    assert "--processes 1" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()

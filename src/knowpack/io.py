@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
@@ -18,7 +15,6 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 
-MANIFEST_NAME = "manifest.json"
 _TRACKED_PACKAGES = (
     "knowpack", "torch", "transformers", "peft", "accelerate", "datasets", "lm-eval",
     "pydantic", "numpy", "pandas", "safetensors", "gguf",
@@ -199,28 +195,6 @@ def package_versions(names: Iterable[str] = _TRACKED_PACKAGES) -> dict[str, str]
         except metadata.PackageNotFoundError:
             continue
     return versions
-
-
-def write_manifest(folder: str | os.PathLike, *, stage: str, config: Any, seed: int | None = None,
-                   inputs: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> dict:
-    """Stamp ``folder/manifest.json`` with what produced it: config, seed, versions, input hashes."""
-    if hasattr(config, "model_dump"):
-        config = config.model_dump(mode="json")
-    manifest = {
-        "stage": stage,
-        "config": config,
-        "seed": seed,
-        "inputs": inputs or {},
-        "packages": package_versions(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(sys.argv),
-    }
-    if extra:
-        manifest.update(extra)
-    write_json(Path(folder) / MANIFEST_NAME, manifest)
-    return manifest
 
 
 def _strict_yaml_loader():

@@ -55,7 +55,10 @@ def _global_options(
 
     setup_logging(verbose, quiet)
     enable_bars(not quiet and (sys.stderr.isatty() or bool(os.environ.get("KNOWPACK_PROGRESS"))))
-    os.environ["KNOWPACK_THREADS"] = str(threads) if threads else os.environ.get("KNOWPACK_THREADS", "")
+    if threads:
+        from knowpack.runtime import request_threads
+
+        request_threads(threads)
 
 
 def _mount() -> None:

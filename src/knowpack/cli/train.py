@@ -27,6 +27,10 @@ def command(
     loss: Optional[str] = typer.Option(None, "--loss", help="answer (answer tokens only) | all (every token, as the paper's code)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop"),
+    processes: Optional[int] = typer.Option(
+        None, "--processes", min=1,
+        help="Number of processes this run must have (e.g. 2 under `accelerate launch --num_processes 2`); "
+             "a launch that started a different number stops with an error."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-epoch progress lines."),
 ) -> None:
     """Train a LoRA adapter; rerun the same command to resume after a kill."""
@@ -43,7 +47,8 @@ def command(
 
     # A train.jsonl inside a finished mix folder brings its curve facts and the probe's prompts.
     curves = curve_inputs(Path(train).parent).as_kwargs() if mixed(Path(train).parent) else {}
-    summary = train_adapter(config, model, train, out, progress=not quiet, **curves)
+    summary = train_adapter(config, model, train, out, progress=not quiet, expected_processes=processes,
+                            **curves)
     final = summary.get("final") or {}
     parts = [f"adapter: {summary['adapter']}", f"epochs {summary['epochs_run']}/{summary['epochs_planned']}"]
     if final.get("reliability") is not None:

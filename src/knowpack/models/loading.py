@@ -121,6 +121,9 @@ def load_model(spec: str | None = None, *, dtype: str = "auto", device: str | No
     import torch
     from transformers import AutoModelForCausalLM
 
+    from knowpack.runtime import configure_threads
+
+    configure_threads()  # every stage that runs a model sets its threads on purpose (see runtime)
     source = resolve_model_source(spec)
     tokenizer = load_tokenizer(source, trust_remote_code=trust_remote_code)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

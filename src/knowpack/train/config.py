@@ -6,38 +6,45 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from knowpack.errors import KnowpackError
+from knowpack.schema import StrictModel, invalid
 
 # The one default of `knowpack train` and of a study's `train:` section. `smollm2` is measured to
 # make the default model learn (the paper's rank 1 / lr 1e-3 teaches it nothing on CPU budgets);
 # pass `--preset paper` / `train: {preset: paper}` for the paper's settings on 7-8B models.
 DEFAULT_PRESET = "smollm2"
 
+class TrainConfig(StrictModel):
+    """Everything that decides what adapter a training run produces, and nothing else.
 
-class TrainConfig(BaseModel):
-    """Everything that decides what adapter a training run produces (DESIGN.md "Configs split by concern").
+    Speed-only settings (threads, process count) are not fields here: this config is the run's
+    identity, so a change to it starts a new run instead of resuming. Being a StrictModel, it
+    refuses unknown keys, non-finite numbers (``--lr inf`` would train NaN weights) and booleans
+    given as numbers (YAML's ``epochs: true``).
 
     ``loss="answer"`` puts the loss on the assistant answer only ("Answer: {answer}" + end of
     turn); ``loss="all"`` on every non-pad token, as the paper's released code does.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     rank: int = Field(1, ge=1)
     alpha: float = Field(2.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     targets: list[str] = Field(default_factory=lambda: ["gate_proj", "up_proj", "down_proj"], min_length=1)
     use_rslora: bool = True
-    lr: float = Field(1e-3, gt=0)
+    # AdamW moves every weight by about lr per step, so lr > 1 wrecks any model, and an lr beyond
+    # float32's range (1e39 passes as a finite number) makes torch's update fail outright.
+    lr: float = Field(1e-3, gt=0, le=1)
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     loss: Literal["answer", "all"] = "answer"
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    # AdamW multiplies the weights by (1 - lr * weight_decay) each step: above 1 that flips and
+    # blows them up instead of decaying them.
+    weight_decay: float = Field(0.0, ge=0, le=1)
     max_length: int = Field(768, ge=8)
     seed: int = 42
     early_stop: bool = False
@@ -68,7 +75,4 @@ def load_preset(name: str, **overrides: Any) -> TrainConfig:
     try:
         return TrainConfig(**data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise KnowpackError(f"invalid training setting {where}: {first['msg']}",
-                            hint=f"check the overrides given on top of preset {name!r}") from None
+        raise invalid("training settings", exc, hint=f"check the options given on top of preset {name!r}") from None

@@ -1,111 +1,216 @@
-"""Per-epoch checkpoints and resuming: a killed run continues from its last complete epoch.
+"""Per-epoch checkpoints and resuming: a killed run continues from its last intact epoch.
 
 A checkpoint ``checkpoints/epoch-{e}/`` holds the PEFT adapter (adapter_model.safetensors +
-adapter_config.json), ``trainer_state.pt`` (optimizer, scheduler, epoch, curve so far) and one
-``rng-{rank}.pt`` per process. It is written to a temporary folder and renamed, so a kill during
-saving leaves the previous checkpoint as the last complete one.
+adapter_config.json), the optimizer's tensors (optimizer.safetensors) and ``trainer_state.json``
+(everything else: optimizer param groups, scheduler, epoch, curve so far, every process's RNG
+state). Nothing is pickled, so a crafted run folder cannot run code on resume. A checkpoint is
+written to a temporary folder, flushed to disk (files and folders fsynced) and renamed, so a kill
+or a power loss during saving leaves the previous checkpoint as the last intact one; a checkpoint
+that is damaged anyway (truncated by a full disk, edited by hand) is skipped with a warning.
 """
 
 from __future__ import annotations
 
-import random
+import json
+import logging
+import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.io import read_json, write_json
+from knowpack.train.artifacts import CheckpointState, RngSnapshot, RunIdentity
 
-RUN_FILE = "run.json"
-STATE_FILE = "trainer_state.pt"
+logger = logging.getLogger(__name__)
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def check_run_identity(out_dir: Path, identity: dict) -> bool:
+def check_run_identity(out_dir: Path, identity: RunIdentity) -> bool:
     """Claim ``out_dir`` for the run described by ``identity``.
 
     Returns True when the folder already belongs to this run (resume), False when it is new.
     A folder from a different run is never overwritten.
     """
-    run_file = Path(out_dir) / RUN_FILE
-    if run_file.is_file():
-        previous = read_json(run_file)
-        if previous != identity:
-            changed = sorted(k for k in set(previous) | set(identity) if previous.get(k) != identity.get(k))
+    out_dir = Path(out_dir)
+    if RunIdentity.exists(out_dir):
+        changed = RunIdentity.read(out_dir).differences(identity)
+        if changed:
             raise KnowpackError(
                 f"{out_dir} holds a training run with different settings (differs in: {', '.join(changed)})",
                 hint="choose another --out folder, or delete this one to retrain")
         return True
-    if Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+    if out_dir.is_dir() and any(out_dir.iterdir()):
         raise KnowpackError(f"{out_dir} exists and is not a knowpack training folder",
                             hint="choose an empty or new --out folder")
     return False
 
 
-def claim_run(out_dir: Path, identity: dict) -> None:
+def claim_run(out_dir: Path, identity: RunIdentity) -> None:
     """Record the run identity (main process only)."""
-    write_json(Path(out_dir) / RUN_FILE, identity)
+    identity.write(out_dir)
 
 
 def checkpoint_dir(out_dir: Path, epoch: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"epoch-{epoch}"
 
 
-def last_checkpoint(out_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest epoch, if any."""
+def _epoch_folders(out_dir: Path) -> list[Path]:
+    """``checkpoints/epoch-{e}`` folders, newest first (staging ``.partial`` folders excluded)."""
     folder = Path(out_dir) / "checkpoints"
     if not folder.is_dir():
-        return None
-    done = [p for p in folder.glob("epoch-*") if (p / STATE_FILE).is_file() and p.name[6:].isdigit()]
-    return max(done, key=lambda p: int(p.name[6:]), default=None)
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("epoch-") and p.name[6:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[6:]), reverse=True)
 
 
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def refuse_pickles(out_dir: Path) -> None:
+    """A checkpoint holding pickle files is refused: unpickling a file from a folder someone handed
+    you runs whatever code its author put in it, so knowpack never loads one."""
+    folder = Path(out_dir) / "checkpoints"
+    pickles = sorted(folder.rglob("*.pt")) + sorted(folder.rglob("*.pkl")) if folder.is_dir() else []
+    if pickles:
+        raise KnowpackError(
+            f"{pickles[0].parent} holds pickle files ({', '.join(p.name for p in pickles[:3])}), which knowpack "
+            "does not load because unpickling can run arbitrary code",
+            hint=f"delete {folder} to retrain from the start (checkpoints from knowpack before format 1 "
+                 "cannot be resumed), or train into a new --out folder")
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+# -- the optimizer's state dict, split into tensors and plain data -------------------------------
+
+def _split_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, plain = {}, {}
+    for index, entries in state_dict["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}/{name}"] = value.detach().contiguous()
+            else:
+                plain.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "state": plain}
 
 
-def save_checkpoint(accelerator, peft_model, optimizer, scheduler, out_dir: Path, epoch: int,
-                    extra: dict[str, Any]) -> Path:
-    """Write ``checkpoints/epoch-{epoch}`` (adapter once on the main process, RNG state per process)."""
+def _join_optimizer(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in plain.get("state", {}).items()}
+    for key, value in tensors.items():
+        index, name = key.split("/", 1)
+        state.setdefault(int(index), {})[name] = value
+    # JSON turned tuples (Adam's betas) into lists; the optimizer's own groups hold tuples.
+    groups = [{k: (v if k == "params" or not isinstance(v, list) else tuple(v)) for k, v in group.items()}
+              for group in plain["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def _plain(obj: Any, what: str) -> Any:
+    """``obj`` unchanged if it is JSON data; anything else would need a pickle, so it is refused."""
+    try:
+        json.dumps(obj, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise KnowpackError(f"cannot checkpoint the {what} state as plain data ({exc})",
+                            hint="use one of the built-in schedulers (linear, cosine, constant, "
+                                 "constant_with_warmup)") from None
+    return obj
+
+
+# -- saving ---------------------------------------------------------------------------------------
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file below ``folder`` and the folders themselves to disk.
+
+    A rename is only as durable as the data it points at: without this, a power loss right
+    after the rename can leave a checkpoint whose name is on disk but whose files are empty.
+    """
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(Path(root) / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(root))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator, peft_model, optimizer, scheduler, out_dir: Path, epoch: int, *,
+                    curve: list[dict], stop_reason: str | None) -> Path:
+    """Write ``checkpoints/epoch-{epoch}`` durably (main process; every process sends its RNG state)."""
+    from accelerate.utils import gather_object
+    from safetensors.torch import save_file
+
+    rng = gather_object([RngSnapshot.capture().model_dump(mode="json")])  # rank order, on every process
     target = checkpoint_dir(out_dir, epoch)
-    staging = target.with_name(target.name + ".partial")
     if accelerator.is_main_process:
+        staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), staging / f"rng-{accelerator.process_index}.pt")
-    if accelerator.is_main_process:
         peft_model.save_pretrained(staging)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch, **extra}, staging / STATE_FILE)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+        tensors, plain = _split_optimizer(optimizer.state_dict())
+        save_file(tensors, str(staging / OPTIMIZER_FILE))
+        CheckpointState(epoch=epoch, curve=curve, stop_reason=stop_reason,
+                        scheduler=_plain(scheduler.state_dict(), "scheduler"),
+                        optimizer=_plain(plain, "optimizer"), rng=rng).write(staging)
+        _fsync_tree(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+        _fsync_dir(target.parent)
     accelerator.wait_for_everyone()
     return target
 
 
-def load_checkpoint(accelerator, peft_model, optimizer, scheduler, folder: Path) -> dict[str, Any]:
-    """Restore adapter weights, optimizer, scheduler and this process's RNG from ``folder``."""
-    from peft import set_peft_model_state_dict
+# -- loading --------------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read completely into memory (nothing applied yet)."""
+
+    folder: Path
+    state: CheckpointState
+    adapter: dict[str, torch.Tensor]
+    optimizer: dict
+
+
+def _read_checkpoint(folder: Path) -> Checkpoint:
+    """Read and check every file of ``folder``; any damage raises (KnowpackError or a reader's error)."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(Path(folder) / "adapter_model.safetensors"))
-    set_peft_model_state_dict(peft_model, weights)
-    state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng_file = Path(folder) / f"rng-{accelerator.process_index}.pt"
-    if not rng_file.is_file():  # resumed with more processes than were saved
-        rng_file = Path(folder) / "rng-0.pt"
-    set_rng_state(torch.load(rng_file, weights_only=False))
-    return state
+    state = CheckpointState.read(folder)
+    adapter = load_file(str(folder / ADAPTER_WEIGHTS))
+    optimizer = _join_optimizer(load_file(str(folder / OPTIMIZER_FILE)), state.optimizer)
+    if not (folder / "adapter_config.json").is_file():
+        raise KnowpackError(f"{folder} has no adapter_config.json")
+    return Checkpoint(folder, state, adapter, optimizer)
+
+
+def last_intact_checkpoint(out_dir: Path) -> Checkpoint | None:
+    """The newest checkpoint whose files all read back, skipping damaged ones with a warning."""
+    from safetensors import SafetensorError
+
+    refuse_pickles(out_dir)
+    for folder in _epoch_folders(out_dir):
+        try:
+            return _read_checkpoint(folder)
+        except (KnowpackError, SafetensorError, OSError, ValueError, KeyError) as exc:
+            logger.warning("checkpoint %s is damaged (%s); falling back to the one before it",
+                           folder, str(exc).splitlines()[0])
+    return None
+
+
+def apply_checkpoint(accelerator, peft_model, optimizer, scheduler, checkpoint: Checkpoint) -> CheckpointState:
+    """Restore adapter weights, optimizer, scheduler and this process's RNG from ``checkpoint``."""
+    from peft import set_peft_model_state_dict
+
+    set_peft_model_state_dict(peft_model, checkpoint.adapter)
+    optimizer.load_state_dict(checkpoint.optimizer)
+    scheduler.load_state_dict(checkpoint.state.scheduler)
+    rng = checkpoint.state.rng
+    # Resumed with more processes than were saved: the extra ones start from rank 0's state.
+    rng[accelerator.process_index if accelerator.process_index < len(rng) else 0].restore()
+    return checkpoint.state

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -17,14 +18,19 @@ from pathlib import Path
 import torch
 
 from knowpack.errors import KnowpackError
-from knowpack.io import atomic_dir, read_json, sha256_file, write_json, write_manifest
+from knowpack.io import atomic_dir, sha256_file, stable_hash
+from knowpack.manifest import stamp
+from knowpack.train.artifacts import RunIdentity, TrainSummary
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
 from knowpack.train.data import Collator, encode_example, read_train_file
-from knowpack.train.resume import (check_run_identity, claim_run, last_checkpoint, load_checkpoint,
+from knowpack.train.guards import DIVERGED_HINT, TrainingDiverged, adapter_is_finite, check_world_size, first_bad_step
+from knowpack.train.packing import CausalLMLoss, PackingCollator, packing_supported
+from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, last_intact_checkpoint,
                                    save_checkpoint)
 
-SUMMARY_FILE = "train_summary.json"
+logger = logging.getLogger(__name__)
+
 CURVE_FILE = "curve.csv"
 ADAPTER_DIR = "adapter"
 
@@ -90,16 +96,16 @@ def _wrap_lora(base, config: TrainConfig):
 
 
 def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_facts, retention_facts,
-              probe_config) -> dict:
-    return {
-        "config": config.model_dump(mode="json"),
-        "model_hash": model_hash,
-        "train_sha256": sha256_file(train_path),
-        "curve_ids": sorted(f.id for f in curve_facts or []),
-        "retention_ids": sorted(f.id for f in retention_facts or []),
+              probe_config) -> RunIdentity:
+    return RunIdentity(
+        config=config.model_dump(mode="json"),
+        model_hash=model_hash,
+        train_sha256=sha256_file(train_path),
+        curve_ids=sorted(f.id for f in curve_facts or []),
+        retention_ids=sorted(f.id for f in retention_facts or []),
         # Speed-only probe settings (batch size) do not change the curve, so they stay out.
-        "probe_config": probe_config.result_key() if probe_config is not None else None,
-    }
+        probe_config=probe_config.result_key() if probe_config is not None else None,
+    )
 
 
 def _coerce_shot_sets(shot_sets) -> list | None:
@@ -140,17 +146,311 @@ def _evaluate(loaded, peft_model, curve_facts, retention_facts, probe_config, sh
         peft_model.train(was_training)
 
 
-def _save_adapter(peft_model, out_dir: Path) -> Path:
+def _save_adapter(peft_model, out_dir: Path, provenance: dict) -> Path:
+    """Write ``adapter/`` whole, with a manifest naming the base model it was trained on.
+
+    The manifest travels with the adapter (users copy ``adapter/`` alone), so the probe's guard
+    against "same shapes, other model" works wherever the adapter goes. ``adapter/`` belongs to
+    this run's claimed folder, so an earlier attempt's copy may be replaced.
+    """
     target = out_dir / ADAPTER_DIR
-    with atomic_dir(target) as staging:
+    with atomic_dir(target, replace=True) as staging:
         peft_model.save_pretrained(staging)
+        stamp(staging, **provenance)
     return target
+
+
+@dataclasses.dataclass
+class _Request:
+    """What the caller asked for, normalised (paths as Paths, a probe config when curves are on)."""
+
+    config: TrainConfig
+    model: object
+    train_path: Path
+    out_dir: Path
+    curve_facts: list | None
+    retention_facts: list | None
+    probe_config: object
+    shot_sets: object
+    progress: bool
+    on_epoch_end: Callable[[dict], None] | None
+    expected_processes: int | None = None
+    threads: int | None = None
+
+
+class _Recipe:
+    """One training call as named steps: setup → train (epoch, evaluate, checkpoint) → finish → cleanup.
+
+    Each step reads and writes the state held here, so the order that decides every number
+    (model load, LoRA init from the seeded RNG, optimizer, resume, then the epochs) is visible in
+    :meth:`setup` and :meth:`train` instead of being buried in one long function.
+    """
+
+    def __init__(self, request: _Request):
+        from accelerate import Accelerator
+
+        from knowpack.runtime import configure_threads
+
+        self.request, self.config = request, request.config
+        self.out_dir = request.out_dir
+        self.started = time.perf_counter()
+        self.accelerator = Accelerator()
+        check_world_size(self.accelerator.num_processes, request.expected_processes)
+        # Every rank takes its share of the cores: DDP ranks with torch's default would each
+        # use all cores and slow each other down.
+        configure_threads(request.threads)
+        self.loaded = None
+        self.owned = False
+        self.peft_model = None
+        self.rows: list[dict] = []
+        self.stop_reason: str | None = None
+        self.start_epoch = 1
+        self.checkpoint: Path | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def claim(self) -> dict | None:
+        """Load the model and claim the output folder; returns the saved summary of a finished run.
+
+        The identity check comes before any training so a folder from another run is refused
+        and a finished one is returned without redoing work.
+        """
+        req, accelerator = self.request, self.accelerator
+        self.loaded, self.owned = _load(req.model, str(accelerator.device))
+        self.identity = _identity(self.config, self.loaded.model_hash, req.train_path, req.curve_facts,
+                                  req.retention_facts, req.probe_config)
+        self.resuming = check_run_identity(self.out_dir, self.identity)
+        if (self.resuming and TrainSummary.exists(self.out_dir)
+                and (self.out_dir / ADAPTER_DIR / "adapter_config.json").is_file()):
+            return TrainSummary.read(self.out_dir).model_dump(mode="json")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            claim_run(self.out_dir, self.identity)
+        return None
+
+    def setup_data(self) -> None:
+        """Encode every training example up front: a bad example fails before any step is taken."""
+        req = self.request
+        examples = read_train_file(req.train_path)
+        self.encoded = [encode_example(self.loaded.tokenizer, e.question, e.answer, loss=self.config.loss,
+                                       max_length=self.config.max_length) for e in examples]
+        self.shot_sets = _resolve_shot_sets(req.shot_sets, req.probe_config, req.curve_facts,
+                                            req.retention_facts)
+
+    def setup_model(self) -> None:
+        """Wrap the base model with LoRA and build loader, optimizer and scheduler.
+
+        ``config.batch_size`` is the global batch, split over the processes, so one and two
+        processes take the same optimizer steps.
+        """
+        from transformers import get_scheduler
+
+        config, accelerator = self.config, self.accelerator
+        self.peft_model = _wrap_lora(self.loaded.model, config)
+        self.peft_model.train()
+        self.trainable = sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad)
+        self.world = accelerator.num_processes
+        self.per_device = max(1, config.batch_size // self.world)
+        self.sampler = EpochSampler(len(self.encoded), config.seed)
+        pad_id = self.loaded.tokenizer.pad_token_id
+        self.packed = packing_supported(self.peft_model, self.encoded[:self.per_device], pad_id)
+        loader = torch.utils.data.DataLoader(self.encoded, batch_size=self.per_device, sampler=self.sampler,
+                                             collate_fn=PackingCollator() if self.packed else Collator(pad_id))
+        params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.ddp_model, self.optimizer, self.loader = accelerator.prepare(CausalLMLoss(self.peft_model),
+                                                                          optimizer, loader)
+        self.batches = len(self.loader)
+        self.steps_per_epoch = math.ceil(self.batches / config.grad_accum)
+        total_steps = self.steps_per_epoch * config.epochs
+        # Stepped by hand once per optimizer step on every process (not through accelerate, which
+        # would step it once per process).
+        self.scheduler = get_scheduler(config.scheduler, optimizer=self.optimizer,
+                                       num_warmup_steps=round(config.warmup_ratio * total_steps),
+                                       num_training_steps=total_steps)
+
+    def resume(self) -> None:
+        """Continue after the last intact checkpoint: weights, optimizer, scheduler, RNG and curve."""
+        found = last_intact_checkpoint(self.out_dir) if self.resuming else None
+        if found is None:
+            return
+        state = apply_checkpoint(self.accelerator, self.peft_model, self.optimizer, self.scheduler, found)
+        self.checkpoint = found.folder
+        self.rows = [row.model_dump(mode="json") for row in state.curve]
+        self.stop_reason = state.stop_reason
+        self.start_epoch = state.epoch + 1
+        if self.request.progress:
+            self.accelerator.print(f"resuming from {self.checkpoint} (epoch {state.epoch} done)")
+
+    def setup(self) -> dict | None:
+        """All steps before the first epoch; returns the summary when the run had already finished."""
+        finished = self.claim()
+        if finished is not None:
+            return finished
+        self.setup_data()
+        self.setup_model()
+        self.resume()
+        if self.request.progress:
+            self.accelerator.print(
+                f"training {len(self.encoded)} examples for {self.config.epochs} epochs "
+                f"({self.steps_per_epoch} optimizer steps/epoch, {self.trainable:,} trainable parameters, "
+                f"{self.world} process(es), {'packed' if self.packed else 'padded'} batches) → {self.out_dir}")
+        return None
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over the data; returns the mean batch loss averaged over processes.
+
+        Gradients are synchronised across processes only on the last batch of an accumulation
+        group, and a short last group is scaled by its own size so every step averages its batches.
+        """
+        config, accelerator, model = self.config, self.accelerator, self.ddp_model
+        self.sampler.use_epoch(epoch)
+        model.train()
+        losses: list[torch.Tensor] = []
+        for index, batch in enumerate(self.loader):
+            group_start = index - index % config.grad_accum
+            group = min(config.grad_accum, self.batches - group_start)
+            sync = index + 1 == group_start + group
+            with (accelerator.no_sync(model) if not sync else contextlib.nullcontext()):
+                loss = model(**batch)
+                accelerator.backward(loss / group)
+            if sync:
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+            losses.append(loss.detach().float())
+        loss_sum = torch.zeros((), device=accelerator.device)
+        for value in losses:  # in order, as a running sum: the curve's loss does not depend on batching
+            loss_sum += value
+        mean = accelerator.reduce(torch.tensor([loss_sum.item() / max(len(losses), 1)], device=accelerator.device),
+                                  reduction="mean").item()
+        self.check_finite(epoch, mean, losses)
+        return mean
+
+    def check_finite(self, epoch: int, mean_loss: float, losses: list[torch.Tensor]) -> None:
+        """Stop with one clear error when training diverged, before the epoch is checkpointed.
+
+        The decision uses the loss averaged over processes and the (synchronised) weights, so
+        every process stops at the same epoch; the last good checkpoint stays the newest one.
+        """
+        if math.isfinite(mean_loss) and adapter_is_finite(self.peft_model):
+            return
+        step = first_bad_step(losses)
+        where = (f"at batch {step} of {len(losses)}" if step is not None
+                 else "in the weights (the last update overflowed)" if math.isfinite(mean_loss)
+                 else "on another process")
+        kept = f"the last good checkpoint is epoch {epoch - 1}" if epoch > 1 else "no epoch finished cleanly"
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: the loss became non-finite {where} (lr {self.config.lr:g}); "
+            f"nothing of this epoch was saved and {kept}",
+            hint=DIVERGED_HINT)
+
+    def evaluate_epoch(self, epoch: int, mean_loss: float, epoch_start: float) -> dict:
+        """Record the epoch's curve row and decide on early stopping (the same decision on every process).
+
+        Evaluation and the curve file are the main process's job; the other processes only learn
+        the stop decision through a broadcast, so all of them leave the loop at the same epoch.
+        """
+        from accelerate.utils import broadcast_object_list
+
+        config, accelerator, req = self.config, self.accelerator, self.request
+        row = {"epoch": epoch, "loss": mean_loss, "reliability": None, "retention": None}
+        decision = [None]
+        if accelerator.is_main_process:
+            if config.eval_every_epoch or epoch == config.epochs:
+                row.update(_evaluate(self.loaded, self.peft_model, req.curve_facts, req.retention_facts,
+                                     req.probe_config, self.shot_sets))
+            row["seconds"] = time.perf_counter() - epoch_start
+            self.rows.append(row)
+            write_curve(self.out_dir / CURVE_FILE, self.rows)
+            if req.progress:
+                print(format_progress(row, config.epochs), flush=True)
+            if config.early_stop and epoch < config.epochs:
+                decision = [StopRule(config.plateau_patience, config.retention_threshold).check(self.rows)]
+        broadcast_object_list(decision)
+        self.stop_reason = decision[0]
+        if not accelerator.is_main_process:
+            row["seconds"] = time.perf_counter() - epoch_start
+            self.rows.append(row)
+        return row
+
+    def save_epoch(self, epoch: int) -> None:
+        """Checkpoint the finished epoch, so a kill from here on resumes after it."""
+        save_checkpoint(self.accelerator, self.peft_model, self.optimizer, self.scheduler, self.out_dir, epoch,
+                        curve=self.rows, stop_reason=self.stop_reason)
+
+    def train(self) -> None:
+        """Run the remaining epochs: train, evaluate, checkpoint, then the caller's hook."""
+        for epoch in range(self.start_epoch, self.config.epochs + 1):
+            if self.stop_reason:
+                break
+            epoch_start = time.perf_counter()
+            mean_loss = self.train_epoch(epoch)
+            row = self.evaluate_epoch(epoch, mean_loss, epoch_start)
+            self.save_epoch(epoch)
+            if self.request.on_epoch_end is not None:
+                self.request.on_epoch_end(row)
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def summary(self) -> TrainSummary:
+        """What ``train_summary.json`` records: how the run ended, its curve and its shape."""
+        rows, config = self.rows, self.config
+        return TrainSummary(
+            epochs_planned=config.epochs,
+            epochs_run=rows[-1]["epoch"] if rows else 0,
+            stopped_early=bool(self.stop_reason),
+            stop_reason=self.stop_reason or "completed all epochs",
+            final=rows[-1] if rows else None,
+            curve=rows,
+            train_examples=len(self.encoded),
+            trainable_parameters=self.trainable,
+            processes=self.world,
+            global_batch=self.per_device * self.world * config.grad_accum,
+            optimizer_steps_per_epoch=self.steps_per_epoch,
+            model_hash=self.loaded.model_hash,
+            adapter=str(self.out_dir / ADAPTER_DIR),
+            wall_seconds_this_call=round(time.perf_counter() - self.started, 2),
+            epoch_seconds_total=round(sum(r.get("seconds") or 0.0 for r in rows), 2),
+            resumed_from=str(self.checkpoint) if self.checkpoint else None,
+        )
+
+    def finish(self) -> dict:
+        """Write the final adapter, the summary and the manifest (main process), in that order.
+
+        The summary is the stage's completion marker, so it is written only after the adapter.
+        """
+        if not adapter_is_finite(self.peft_model):  # never reached after check_finite; kept as the last guard
+            raise TrainingDiverged("the trained adapter has non-finite weights and was not saved", hint=DIVERGED_HINT)
+        summary = self.summary()
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            provenance = {"stage": "train", "config": self.config, "seed": self.config.seed,
+                          "key": stable_hash(self.identity.model_dump(mode="json"), length=16),
+                          "inputs": {"train": self.identity.train_sha256, "model": self.loaded.model_hash},
+                          "details": {"epochs_run": summary.epochs_run, "stop_reason": summary.stop_reason}}
+            _save_adapter(self.peft_model, self.out_dir, provenance)
+            summary.write(self.out_dir)
+            stamp(self.out_dir, **provenance)
+        accelerator.wait_for_everyone()
+        return summary.model_dump(mode="json")
+
+    def cleanup(self) -> None:
+        """Release accelerate's references and give a caller's model back without LoRA layers."""
+        self.accelerator.free_memory()
+        if self.peft_model is not None and not self.owned:
+            self.loaded.model = self.peft_model.unload()
 
 
 def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *,
                   curve_facts: list | None = None, retention_facts: list | None = None,
                   probe_config=None, shot_sets=None, progress: bool = True,
-                  on_epoch_end: Callable[[dict], None] | None = None) -> dict:
+                  on_epoch_end: Callable[[dict], None] | None = None, expected_processes: int | None = None,
+                  threads: int | None = None) -> dict:
     """Train a LoRA adapter on ``train_path`` (train.jsonl) and write it to ``out_dir/adapter``.
 
     ``model``: a model spec for ``load_model`` or a ``LoadedModel`` (its base weights are left
@@ -158,148 +458,24 @@ def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *
     reliability/retention are measured after every epoch into ``curve.csv``. Every epoch is
     checkpointed under ``out_dir/checkpoints``; rerunning the same call resumes from the last
     one, a finished run is returned as is, and a folder from a different run is refused.
-    ``on_epoch_end(row)`` runs after each epoch's checkpoint is written. Returns the summary
-    that is also written to ``train_summary.json``.
+    ``on_epoch_end(row)`` runs after each epoch's checkpoint is written. ``expected_processes``:
+    the number of processes the launch was meant to start (a different one is an error).
+    ``threads``: torch intra-op threads per process (default: the usable cores divided by the
+    local processes); neither changes the run's identity. A loss or adapter that becomes NaN/inf
+    stops the run with :class:`TrainingDiverged` before anything of that epoch is saved.
+    Returns the summary that is also written to ``train_summary.json``.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import broadcast_object_list
-    from transformers import get_scheduler
-
-    started = time.perf_counter()
-    out_dir, train_path = Path(out_dir), Path(train_path)
     if (curve_facts or retention_facts) and probe_config is None:
         from knowpack.probe.config import ProbeConfig
 
         probe_config = ProbeConfig()
-    accelerator = Accelerator()
-    loaded, owned = _load(model, str(accelerator.device))
-    identity = _identity(config, loaded.model_hash, train_path, curve_facts, retention_facts, probe_config)
-    resuming = check_run_identity(out_dir, identity)
-    if resuming and (out_dir / SUMMARY_FILE).is_file() and (out_dir / ADAPTER_DIR / "adapter_config.json").is_file():
-        return read_json(out_dir / SUMMARY_FILE)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        claim_run(out_dir, identity)
-
-    tokenizer = loaded.tokenizer
-    examples = read_train_file(train_path)
-    encoded = [encode_example(tokenizer, e.question, e.answer, loss=config.loss, max_length=config.max_length)
-               for e in examples]
-    shot_sets = _resolve_shot_sets(shot_sets, probe_config, curve_facts, retention_facts)
-
-    peft_model = _wrap_lora(loaded.model, config)
-    peft_model.train()
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    world = accelerator.num_processes
-    # config.batch_size is the global batch: split it over the processes.
-    per_device = max(1, config.batch_size // world)
-    sampler = EpochSampler(len(encoded), config.seed)
-    loader = torch.utils.data.DataLoader(encoded, batch_size=per_device, sampler=sampler,
-                                         collate_fn=Collator(tokenizer.pad_token_id))
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    ddp_model, optimizer, loader = accelerator.prepare(peft_model, optimizer, loader)
-    batches = len(loader)
-    steps_per_epoch = math.ceil(batches / config.grad_accum)
-    total_steps = steps_per_epoch * config.epochs
-    # Stepped by hand once per optimizer step on every process (not through accelerate, which
-    # would step it once per process).
-    scheduler = get_scheduler(config.scheduler, optimizer=optimizer,
-                              num_warmup_steps=round(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-
-    rows: list[dict] = []
-    stop_reason = None
-    start_epoch = 1
-    checkpoint = last_checkpoint(out_dir) if resuming else None
-    if checkpoint is not None:
-        state = load_checkpoint(accelerator, peft_model, optimizer, scheduler, checkpoint)
-        rows, stop_reason = list(state["curve"]), state.get("stop_reason")
-        start_epoch = state["epoch"] + 1
-        if progress:
-            accelerator.print(f"resuming from {checkpoint} (epoch {state['epoch']} done)")
-    rule = StopRule(config.plateau_patience, config.retention_threshold)
-    if progress:
-        accelerator.print(f"training {len(encoded)} examples for {config.epochs} epochs "
-                          f"({steps_per_epoch} optimizer steps/epoch, {trainable:,} trainable parameters, "
-                          f"{world} process(es)) → {out_dir}")
-
+    recipe = _Recipe(_Request(config, model, Path(train_path), Path(out_dir), curve_facts, retention_facts,
+                              probe_config, shot_sets, progress, on_epoch_end, expected_processes, threads))
     try:
-        for epoch in range(start_epoch, config.epochs + 1):
-            if stop_reason:
-                break
-            epoch_start = time.perf_counter()
-            sampler.use_epoch(epoch)
-            ddp_model.train()
-            loss_sum, loss_count = torch.zeros(()), 0
-            for index, batch in enumerate(loader):
-                group_start = index - index % config.grad_accum
-                group = min(config.grad_accum, batches - group_start)
-                sync = index + 1 == group_start + group
-                with (accelerator.no_sync(ddp_model) if not sync else contextlib.nullcontext()):
-                    loss = ddp_model(**batch).loss
-                    accelerator.backward(loss / group)
-                if sync:
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                loss_sum += loss.detach().float().cpu()
-                loss_count += 1
-            mean_loss = accelerator.reduce(torch.tensor([loss_sum.item() / max(loss_count, 1)],
-                                                        device=accelerator.device), reduction="mean").item()
-            row = {"epoch": epoch, "loss": mean_loss, "reliability": None, "retention": None}
-            decision = [None]
-            if accelerator.is_main_process:
-                if config.eval_every_epoch or epoch == config.epochs:
-                    row.update(_evaluate(loaded, peft_model, curve_facts, retention_facts, probe_config, shot_sets))
-                row["seconds"] = time.perf_counter() - epoch_start
-                rows.append(row)
-                write_curve(out_dir / CURVE_FILE, rows)
-                if progress:
-                    print(format_progress(row, config.epochs), flush=True)
-                if config.early_stop and epoch < config.epochs:
-                    decision = [rule.check(rows)]
-            broadcast_object_list(decision)
-            stop_reason = decision[0]
-            if not accelerator.is_main_process:
-                row["seconds"] = time.perf_counter() - epoch_start
-                rows.append(row)
-            save_checkpoint(accelerator, peft_model, optimizer, scheduler, out_dir, epoch,
-                            {"curve": rows, "stop_reason": stop_reason})
-            if on_epoch_end is not None:
-                on_epoch_end(row)
-
-        summary = {
-            "epochs_planned": config.epochs,
-            "epochs_run": rows[-1]["epoch"] if rows else 0,
-            "stopped_early": bool(stop_reason),
-            "stop_reason": stop_reason or "completed all epochs",
-            "final": rows[-1] if rows else None,
-            "curve": rows,
-            "train_examples": len(encoded),
-            "trainable_parameters": trainable,
-            "processes": world,
-            "global_batch": per_device * world * config.grad_accum,
-            "optimizer_steps_per_epoch": steps_per_epoch,
-            "model_hash": loaded.model_hash,
-            "adapter": str(out_dir / ADAPTER_DIR),
-            "wall_seconds_this_call": round(time.perf_counter() - started, 2),
-            "epoch_seconds_total": round(sum(r.get("seconds") or 0.0 for r in rows), 2),
-            "resumed_from": str(checkpoint) if checkpoint else None,
-        }
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            _save_adapter(peft_model, out_dir)
-            write_json(out_dir / SUMMARY_FILE, summary)
-            write_manifest(out_dir, stage="train", config=config, seed=config.seed,
-                           inputs={"train": identity["train_sha256"], "model": loaded.model_hash},
-                           extra={"summary": {k: summary[k] for k in ("epochs_run", "stop_reason")}})
-        accelerator.wait_for_everyone()
-        return summary
+        finished = recipe.setup()
+        if finished is not None:
+            return finished
+        recipe.train()
+        return recipe.finish()
     finally:
-        accelerator.free_memory()
-        if not owned:
-            # Give the caller its base model back without LoRA layers.
-            loaded.model = peft_model.unload()
-
+        recipe.cleanup()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from knowpack.probe.backends import get_backend
-from knowpack.probe.backends.base import ListFeed, Request, run_feed
+from knowpack.probe.backends.base import ListFeed, Request
 from knowpack.probe.backends.engine_config import EngineConfig
 from knowpack.probe.backends.hf import length_groups
 from knowpack.probe.backends.kv import new_cache, rebuild_rows
@@ -76,16 +76,31 @@ class ScriptRunner:
         return [self.next_token(self.rows[plan.rows[k]]) for k in plan.live]
 
 
-def schedule_all(feed, scripts, max_new_tokens=20, top_k=5, **engine):
+def schedule_all(feed, scripts, max_new_tokens=20, top_k=5, row_editing=True, **engine):
     """Serve ``feed`` with the scheduler and a ScriptRunner; returns every plan in order and the runner."""
     scheduler = Scheduler(feed, char_rules(), EngineConfig(**engine), Sampling(max_new_tokens, 0.5, top_k),
-                          batch_size=1, capabilities=Capabilities(row_editing=True, prefix_attention=True),
+                          batch_size=1, capabilities=Capabilities(row_editing=row_editing, prefix_attention=row_editing),
                           prefixes=PrefixIndex(4))
     runner, plans = ScriptRunner(scripts), []
     while (plan := scheduler.schedule()) is not None:
         scheduler.update(runner.admit(plan) if isinstance(plan, AdmitPlan) else runner.step(plan))
         plans.append(plan)
     return plans, runner
+
+
+def test_without_row_editing_batches_run_one_after_another():
+    prompts = [f"q{i}:" for i in range(5)]
+    scripts = {(p, None): "ab" * (1 + i % 3) + "\n" for i, p in enumerate(prompts)}
+    feed = ListFeed([Request(p, prefix="q") for p in prompts])
+    plans, runner = schedule_all(feed, scripts, row_editing=False, max_rows=2)
+    assert [texts[0] for texts in feed.answers()] == [scripts[(p, None)] for p in prompts]
+    assert [joined for live, joined in runner.live_at_admission if joined] == [2, 2, 1]
+    assert all(live == 0 for live, _ in runner.live_at_admission)  # nobody joins a running batch
+    admits = [p for p in plans if isinstance(p, AdmitPlan)]
+    assert all(len(p.prefills) <= 1 and not p.prefixes for p in admits)  # one pass, no shared prefix
+    steps = [p for p in plans if isinstance(p, StepPlan)]
+    # a cache that cannot be rebuilt sheds finished rows at once
+    assert all(len(p.rows) == len(p.live) for p in steps)
 
 
 class Together(ListFeed):
@@ -345,10 +360,3 @@ def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path
     for name in ("categories.jsonl", "generations.jsonl"):
         assert (tmp_path / "stream" / name).read_text() == (tmp_path / "rounds" / name).read_text()
 
-
-def test_run_feed_drives_a_streaming_backend_through_its_plans(lively):
-    backend = get_backend("hf", lively, batch_size=2)
-    prompts = [backend.render([{"role": "user", "content": f"Name {i}?"}]) for i in range(3)]
-    feed = ListFeed([Request(p) for p in prompts])
-    run_feed(backend, feed, max_new_tokens=6)
-    assert [texts[0] for texts in feed.answers()] == backend.greedy(prompts, 6)

@@ -115,7 +115,7 @@ def base_and_adapted_log2probs(peft_model, tokenizer, items: Sequence[tuple[str,
     """
     if not hasattr(peft_model, "disable_adapter"):
         raise KnowpackError("base and adapted log-probabilities need a model carrying a PEFT adapter",
-                            hint="load the adapter onto the base model first (knowpack.probe.backends.adapters)")
+                            hint="load the adapter onto the base model first (knowpack.models.adapters.attach_adapter)")
     adapted = answer_log2probs(peft_model, tokenizer, items, max_length=max_length, batch_size=batch_size)
     with peft_model.disable_adapter():
         base = answer_log2probs(peft_model, tokenizer, items, max_length=max_length, batch_size=batch_size)

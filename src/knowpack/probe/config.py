@@ -8,8 +8,10 @@ from pydantic import Field
 
 from knowpack.schema import StrictModel
 
+from knowpack.probe.backends.engine_config import EngineConfig
+
 # Fields that change how fast a probe runs but not what it computes; cache keys leave them out.
-SPEED_ONLY_FIELDS: frozenset[str] = frozenset({"batch_size"})
+SPEED_ONLY_FIELDS: frozenset[str] = frozenset({"batch_size", "engine"})
 
 
 class ProbeConfig(StrictModel):
@@ -32,6 +34,10 @@ class ProbeConfig(StrictModel):
     batch_size: int = Field(32, ge=1, description="facts per resumable chunk; up to 4x as many sequences "
                                                   "decode together")
     backend: str = "hf"
+    # Left out of every dump while at its defaults, so configs and run keys written before the
+    # engine had knobs stay valid; it changes speed, never answers.
+    engine: EngineConfig = Field(default_factory=EngineConfig, exclude_if=lambda engine: engine == EngineConfig(),
+                                 description="scheduling knobs of the hf engine (row budget, prefix reuse, …)")
 
     def result_key(self) -> dict:
         """The fields that determine the probe's results (used for content-addressed caching)."""

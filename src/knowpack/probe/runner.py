@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None) -> tuple[Any, dict]:
     """A backend for ``model`` (a spec string, a LoadedModel, or a ready backend) and its identity."""
-    from knowpack.probe.backends.base import Backend, get_backend
+    from knowpack.probe.backends import Backend, get_backend
 
     if isinstance(model, Backend) and not hasattr(model, "source"):
         if adapter is not None:
@@ -56,7 +56,7 @@ def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None)
     # The backend lives for one run or one call, during which the weights are fixed, so shared
     # few-shot prefixes may be cached across calls.
     backend = get_backend(config.backend, model, adapter=adapter, batch_size=config.batch_size,
-                          stop_at_newline=config.match != "substring", cache_prefixes=True)
+                          stop_at_newline=config.match != "substring", cache_prefixes=True, engine=config.engine)
     return backend, {"model_hash": model.model_hash, "model": dict(model.info)}
 
 

@@ -1,17 +1,21 @@
-"""The generation-backend protocol and its registry (one small seam, lm-eval style)."""
+"""The generation-backend protocol (one small seam, lm-eval style): requests, feeds, rounds.
+
+Backends are found by name in ``registry``; ``get_backend`` and ``register_backend`` are also
+importable from here, where callers have always found them (the registry imports no backend
+until one is asked for, so this module never imports a backend).
+"""
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict, deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from knowpack.errors import KnowpackError
+from knowpack.probe.backends.registry import available_backends, get_backend, register_backend
 
-if TYPE_CHECKING:
-    from knowpack.models.loading import LoadedModel
+__all__ = ["Backend", "ListFeed", "Request", "RequestFeed", "available_backends", "get_backend", "register_backend",
+           "run_feed"]
 
 
 @runtime_checkable
@@ -125,38 +129,3 @@ class ListFeed:
     def answers(self) -> list[list[str]]:
         """The answers of every request, in the order the requests were given."""
         return [self.results[i] for i in range(len(self._index))]
-
-
-BackendFactory = Callable[..., Backend]
-_REGISTRY: dict[str, BackendFactory] = {}
-
-
-def register_backend(name: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Class/function decorator: make a backend available as ``get_backend(name, ...)``."""
-
-    def decorator(factory: BackendFactory) -> BackendFactory:
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
-
-
-def available_backends() -> list[str]:
-    """Names of the registered backends."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def get_backend(name: str, loaded: LoadedModel, adapter: str | None = None, **kwargs: Any) -> Backend:
-    """Build the backend registered as ``name`` for ``loaded`` (optionally with a PEFT adapter)."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise KnowpackError(f"unknown probe backend {name!r}",
-                            hint=f"choose one of: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](loaded, adapter=adapter, **kwargs)
-
-
-def _load_builtin() -> None:
-    # Imported lazily so `import knowpack.probe` stays light (no torch until a backend is built).
-    import knowpack.probe.backends.hf  # noqa: F401
-    import knowpack.probe.backends.vllm  # noqa: F401  (registers vllm and auto; imports vLLM only when used)

@@ -7,7 +7,8 @@ to the batch width) and trims columns that became padding for every row.
 
 Why not ``DynamicCache`` as is: it concatenates the whole cache at every decode step, and on
 CPU those fresh multi-megabyte allocations cost more than the attention itself. ``GrowingLayer``
-writes new columns in place into spare capacity instead.
+writes new columns in place into spare capacity instead (``spare`` columns allocated ahead,
+about the decode steps of one answer).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from transformers.cache_utils import DynamicLayer
 
 
 class GrowingLayer(DynamicLayer):
-    """A dynamic cache layer with spare column capacity, appended in place."""
+    """A dynamic cache layer with ``spare`` columns of capacity ahead, appended in place."""
 
-    _SPARE = 48  # columns allocated ahead: about the decode steps of one answer
+    def __init__(self, spare: int):
+        super().__init__()
+        self.spare = spare
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device = key_states.device
@@ -34,7 +37,7 @@ class GrowingLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         needed = self.length + key_states.shape[-2]
         if self.buffer_keys is None or needed > self.buffer_keys.shape[-2]:
-            self._reserve(key_states, needed + self._SPARE)
+            self._reserve(key_states, needed + self.spare)
         self.buffer_keys[:, :, self.length:needed] = key_states
         self.buffer_values[:, :, self.length:needed] = value_states
         self.length = needed
@@ -94,28 +97,36 @@ def supports_row_editing(model) -> bool:
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-def new_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> DynamicCache:
+def new_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]] | None = None, *, spare: int) -> DynamicCache:
     """A cache of GrowingLayers for ``model``, optionally filled with per-layer (keys, values)."""
     cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingLayer() for _ in cache.layers]
+    cache.layers = [GrowingLayer(spare) for _ in cache.layers]
     if layers is not None:
         for layer, (keys, values) in zip(cache.layers, layers):
             layer.set(keys, values)
     return cache
 
 
-def empty_rows(like: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+def plain_cache(model) -> DynamicCache:
+    """The model's own dynamic cache (for models whose cache cannot be cut into rows)."""
+    try:
+        return DynamicCache(config=getattr(model, "config", None))
+    except TypeError:
+        return DynamicCache()
+
+
+def empty_rows(like: torch.Tensor, rows: int, width: int, spare: int) -> torch.Tensor:
     """An uninitialised (rows × heads × width+spare × dim) buffer shaped after ``like``'s heads and dim.
 
     Callers fill every used column and zero the padding: zeroing whole buffers costs as much
     memory traffic as the copies themselves.
     """
-    return like.new_empty((rows, like.shape[-3], width + GrowingLayer._SPARE, like.shape[-1]))
+    return like.new_empty((rows, like.shape[-3], width + spare, like.shape[-1]))
 
 
-def adopt_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]], width: int) -> DynamicCache:
+def adopt_cache(model, layers: list[tuple[torch.Tensor, torch.Tensor]], width: int, *, spare: int) -> DynamicCache:
     """A cache over ready buffers (from ``empty_rows``) whose first ``width`` columns are filled."""
-    cache = new_cache(model)
+    cache = new_cache(model, spare=spare)
     for layer, (keys, values) in zip(cache.layers, layers):
         layer.adopt(keys, values, width)
     return cache
@@ -139,11 +150,11 @@ def _runs(sources: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
 
 
 def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]],
-                 order: list[tuple[int, int]] | None = None) -> tuple[DynamicCache, torch.Tensor]:
+                 order: list[tuple[int, int]] | None = None, *, spare: int) -> tuple[DynamicCache, torch.Tensor]:
     """One batch of the rows ``keep`` of each (cache, mask, keep) part: part after part, or in
     ``order`` ((part index, index into that part's ``keep``) per row of the result).
 
-    One copy into fresh buffers (with spare columns): rows are copied run by run, columns no
+    One copy into fresh buffers (with ``spare`` columns ahead): rows are copied run by run, columns no
     kept row uses are dropped, and narrower parts are zero-padded on the left (zeros, not
     garbage: a masked column still enters the attention product with weight 0). The first
     part's cache object is reused for the result.
@@ -162,7 +173,7 @@ def rebuild_rows(parts: list[tuple[DynamicCache, torch.Tensor, list[int]]],
     for layer_idx, layer in enumerate(target.layers):
         new = []
         for which in ("keys", "values"):
-            buffer = empty_rows(getattr(layer, which), len(order), width)
+            buffer = empty_rows(getattr(layer, which), len(order), width, spare)
             for p, source_row, row, count in runs:
                 cache, kept_mask, _, start = trimmed[p]
                 source = getattr(cache.layers[layer_idx], which)

@@ -50,28 +50,24 @@ class PrefixLayout:
 
     With few groups each group's prefix is multiplied against its rows' queries in one matmul
     (the prefix is read once per group). With many groups (``--shots relation``: nearly one
-    prefix per request) a Python loop per group and layer would dominate, so each row's prefix
-    is laid out per row once for the batch (``per_row``), as a plain cache would hold it.
+    prefix per request) a Python loop per group and layer would dominate, so with ``per_row``
+    each row's prefix is laid out per row once for the batch, as a plain cache would hold it.
     """
 
     groups: list[PrefixGroup]
     batch_size: int
+    per_row: bool = False
     calls: int = 0
-    per_row_above: int = 8
-    _per_row: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    _row_cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @property
     def width(self) -> int:
         return max((group.length for group in self.groups), default=0)
 
-    @property
-    def rows_hold_prefixes(self) -> bool:
-        return len(self.groups) > self.per_row_above
-
-    def per_row(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def row_prefixes(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(keys, values, valid) of every row's prefix, left-padded to the widest: batch ×
         kv_heads × width × dim, and batch × width (False for padding and rows in no group)."""
-        if layer_idx not in self._per_row:
+        if layer_idx not in self._row_cache:
             width, like = self.width, self.groups[0].layers[layer_idx][0]
             keys = like.new_zeros((self.batch_size, like.shape[0], width, like.shape[-1]))
             values = keys.clone()
@@ -81,8 +77,8 @@ class PrefixLayout:
                 keys[group.rows, :, width - group.length:] = group_keys
                 values[group.rows, :, width - group.length:] = group_values
                 valid[group.rows, width - group.length:] = True
-            self._per_row[layer_idx] = (keys, values, valid)
-        return self._per_row[layer_idx]
+            self._row_cache[layer_idx] = (keys, values, valid)
+        return self._row_cache[layer_idx]
 
 
 def row_selector(rows: list[int], device) -> torch.Tensor | slice:
@@ -129,9 +125,9 @@ def prefix_attention_forward(module, query: torch.Tensor, key: torch.Tensor, val
         own_scores = (own_scores.view(batch, kv_heads, repeat, length, own)
                       + attention_mask[:, :, None, :, -own:].to(work)).view_as(own_scores)
     scores[..., width:] = own_scores
-    per_row = layout.rows_hold_prefixes
+    per_row = layout.per_row
     if per_row:
-        row_keys, row_values, valid = layout.per_row(module.layer_idx)
+        row_keys, row_values, valid = layout.row_prefixes(module.layer_idx)
         row_keys, row_values = row_keys.to(work), row_values.to(work)
         prefix_scores = torch.matmul(q, row_keys.transpose(-1, -2))
         scores[..., :width] = prefix_scores.masked_fill(~valid[:, None, None, :], float("-inf"))

@@ -27,7 +27,8 @@ from typing import Any
 
 from knowpack.errors import KnowpackError
 from knowpack.models.loading import render_chat
-from knowpack.probe.backends.base import ListFeed, Request, register_backend
+from knowpack.probe.backends.base import ListFeed, Request
+from knowpack.probe.backends.registry import register_backend
 from knowpack.probe.backends.vllm_adapters import AdapterInfo, check_adapter, lora_rank_limit, read_adapter
 from knowpack.probe.backends.vllm_engine import (EngineProcessScope, VLLMSettings, check_batch_invariance,
                                                  engine_arguments, gpu_present, require_vllm, vllm_importable)
@@ -402,7 +403,7 @@ class VLLMBackend:
 @register_backend("auto")
 def auto_backend(loaded, adapter: str | None = None, **options: Any):
     """vLLM when it is installed and a GPU is present, else the transformers engine."""
-    from knowpack.probe.backends.base import get_backend
+    from knowpack.probe.backends.registry import get_backend
 
     if vllm_importable() and gpu_present():
         return VLLMBackend(loaded, adapter, **options)

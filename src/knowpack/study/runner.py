@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from knowpack.io import stable_hash, write_jsonl
 from knowpack.manifest import refuse_foreign, stamp
-from knowpack.progress import progress_bar
 from knowpack.study.artifacts import StudyRecord
 from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
@@ -161,11 +160,13 @@ def _ensure_clean_model(ctx: _Context) -> None:
         ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 
 
-def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False) -> StudyRun:
+def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False,
+              executor: Any = None) -> StudyRun:
     """Run every cell of ``study`` (skipping finished ones) and aggregate results.csv/summary.csv.
 
     Returns a :class:`StudyRun`; ``failed`` maps cell keys to their error message. The caller
-    decides the exit code, so one broken cell never hides the others' results.
+    decides the exit code, so one broken cell never hides the others' results. ``executor``
+    (see ``knowpack.study.executors``) runs the cells; the default runs them here, one by one.
     """
     from knowpack.report.aggregate import write_results
 
@@ -179,7 +180,7 @@ def run_study(study: Study, *, stages: Stages | None = None, progress: bool = Tr
     if run.skipped:
         log.info("%d/%d cells already done; skipping them", len(run.skipped), len(cells))
     if todo:
-        _run_cells(study, stages, store, todo, run, progress=progress, mlflow=mlflow)
+        _run_cells(study, stages, store, todo, run, progress=progress, mlflow=mlflow, executor=executor)
     write_results(store.root)
     return run
 
@@ -221,29 +222,48 @@ def _check_same_model(model: Any, base, study: Study) -> None:
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
-               progress: bool, mlflow: bool) -> None:
+               progress: bool, mlflow: bool, executor: Any = None) -> None:
+    from knowpack.study.executors import LocalExecutor
+
     ctx = _prepare(study, stages, store, todo, progress)
     stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
           inputs={"base_probe": ctx.base_dir.name}, details={"cells": [c.key for c in run.cells]})
-    with progress_bar("study", len(todo), unit="cells", enabled=progress) as bar:
-        for i, cell in enumerate(todo, 1):
-            cs = store.cell(cell.key)
-            bar.describe(f"study: cell {i}/{len(todo)} {cell.title()}")
-            _ensure_clean_model(ctx)
-            try:
-                _run_cell(ctx, cell, cs)
-            except KeyboardInterrupt:
-                cs.write_status("interrupted")
-                raise
-            except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
-                message = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-                cs.error_log.write_text(traceback.format_exc(), encoding="utf-8")
-                cs.write_status("failed", error=message, failed_at=now())
-                run.failed[cell.key] = message
-                log.error("cell %s (%s) failed: %s", cell.key, cell.title(), message)
-            else:
-                if mlflow:
-                    from knowpack.study.store import log_cell_to_mlflow
+    (executor or LocalExecutor()).run(ctx, todo, run, mlflow=mlflow)
 
-                    log_cell_to_mlflow(store.root, cs)
-            bar.advance(1)
+
+def run_one_cell(ctx: _Context, cell: Cell, run: StudyRun, *, mlflow: bool) -> None:
+    """Run one cell in this process on the shared model, recording its outcome (a failure is
+    recorded, not raised, so one failing cell never stops the grid; an interrupt is re-raised)."""
+    cs = ctx.store.cell(cell.key)
+    _ensure_clean_model(ctx)
+    try:
+        _run_cell(ctx, cell, cs)
+    except KeyboardInterrupt:
+        cs.write_status("interrupted")
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+        record_failure(run, cell, cs, exc, traceback.format_exc())
+    else:
+        record_success(ctx.store, cs, mlflow=mlflow)
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line for status.json and the summary: the error's type and its own message."""
+    return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+
+
+def record_failure(run: StudyRun, cell: Cell, cs: CellStore, exc: BaseException, trace: str) -> None:
+    """Mark a cell failed: the traceback in error.log, the one-line message in status.json."""
+    message = failure_message(exc)
+    cs.error_log.write_text(trace, encoding="utf-8")
+    cs.write_status("failed", error=message, failed_at=now())
+    run.failed[cell.key] = message
+    log.error("cell %s (%s) failed: %s", cell.key, cell.title(), message)
+
+
+def record_success(store: StudyStore, cs: CellStore, *, mlflow: bool) -> None:
+    """What follows a finished cell in the process that drives the study (the MLflow log)."""
+    if mlflow:
+        from knowpack.study.store import log_cell_to_mlflow
+
+        log_cell_to_mlflow(store.root, cs)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_study_integration import _facts
 from typer.testing import CliRunner
 
 from knowpack.cli.app import app
@@ -40,15 +41,6 @@ def _import_ray():
         pytest.fail("ray is not installed: install knowpack's ray extra (`pip install -e '.[ray]'`; "
                     "`make venv` does it)", pytrace=False)
     return ray
-
-
-def _facts(path: Path, n: int = 24) -> Path:
-    rows = [{"id": f"f{i:02d}", "subject": f"Place{i}", "relation": "capital_of" if i % 2 else "river_of",
-             "question": f"What is the capital of Place{i}?", "answer": f"Town{i}", "aliases": [f"Town{i}"],
-             "paraphrases": [f"Which city is the capital of Place{i}?", f"Name the capital of Place{i}."]}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -296,10 +288,10 @@ def test_interrupted_ray_run_resumes(spec_file, local_out, ray_cluster, tmp_path
     _assert_same_cells(out, local_out, [finished, blocked])
 
 
-def test_cell_reservation_the_cluster_cannot_meet_is_refused(ray_cluster):
-    with pytest.raises(KnowpackError, match="a cell asks for 1 CPU"):
+def test_cell_reservation_no_node_can_hold_is_refused(ray_cluster):
+    with pytest.raises(KnowpackError, match=r"asks for 1 CPU\(s\) and 1 GPU\(s\), .*nodes: 2 CPU/0 GPU"):
         RayExecutor(RayConfig(gpus_per_cell=1))._resources(ray_cluster)
-    with pytest.raises(KnowpackError, match="a cell asks for 3 CPU"):
+    with pytest.raises(KnowpackError, match=r"asks for 3 CPU\(s\) and 0 GPU"):
         RayExecutor(RayConfig(cpus_per_cell=3))._resources(ray_cluster)
     assert RayExecutor()._resources(ray_cluster) == (1, 0)  # CPU-only: no GPU by default
 

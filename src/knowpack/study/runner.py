@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from knowpack.io import stable_hash, write_jsonl
 from knowpack.manifest import refuse_foreign, stamp
@@ -20,6 +20,9 @@ from knowpack.study.artifacts import StudyRecord
 from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
 from knowpack.study.store import CellStore, StudyStore, now
+
+if TYPE_CHECKING:
+    from knowpack.study.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +164,7 @@ def _ensure_clean_model(ctx: _Context) -> None:
 
 
 def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False,
-              executor: Any = None) -> StudyRun:
+              executor: Executor | None = None) -> StudyRun:
     """Run every cell of ``study`` (skipping finished ones) and aggregate results.csv/summary.csv.
 
     Returns a :class:`StudyRun`; ``failed`` maps cell keys to their error message. The caller
@@ -222,7 +225,7 @@ def _check_same_model(model: Any, base, study: Study) -> None:
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
-               progress: bool, mlflow: bool, executor: Any = None) -> None:
+               progress: bool, mlflow: bool, executor: Executor | None = None) -> None:
     from knowpack.study.executors import LocalExecutor
 
     ctx = _prepare(study, stages, store, todo, progress)

@@ -167,19 +167,19 @@ class RayExecutor:
                 ray.shutdown()
 
     def _resources(self, ray) -> tuple[int, float]:
-        """(CPUs, GPUs) per cell; refuses a reservation no node of the cluster can satisfy, since
-        Ray would queue such tasks forever."""
-        total = ray.cluster_resources()
-        cpus = self.config.cpus_per_cell
-        gpus = self.config.gpus_per_cell
+        """(CPUs, GPUs) per cell. A cell's task runs on one node, so a reservation that no node
+        can hold is refused here: Ray would otherwise queue the tasks forever."""
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        cpus, gpus = self.config.cpus_per_cell, self.config.gpus_per_cell
         if gpus is None:
-            gpus = 1 if total.get("GPU", 0) >= 1 else 0
-        if cpus > total.get("CPU", 0) or gpus > total.get("GPU", 0):
-            raise KnowpackError(f"the Ray cluster has {total.get('CPU', 0):g} CPU(s) and {total.get('GPU', 0):g} "
-                                f"GPU(s); a cell asks for {cpus} CPU(s) and {gpus:g} GPU(s)",
-                                hint="lower --cpus-per-cell / --gpus-per-cell, or add nodes to the cluster")
-        log.info("Ray: %d CPU(s) + %g GPU(s) per cell on a cluster of %g CPU(s), %g GPU(s)",
-                 cpus, gpus, total.get("CPU", 0), total.get("GPU", 0))
+            gpus = 1 if any(r.get("GPU", 0) >= 1 for r in nodes) else 0
+        if not any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+            sizes = ", ".join(f"{r.get('CPU', 0):g} CPU/{r.get('GPU', 0):g} GPU" for r in nodes) or "none"
+            raise KnowpackError(f"a cell asks for {cpus} CPU(s) and {gpus:g} GPU(s), but no node of the Ray "
+                                f"cluster has that much (nodes: {sizes})",
+                                hint="lower --cpus-per-cell / --gpus-per-cell, or add a larger node")
+        log.info("Ray: %d CPU(s) + %g GPU(s) per cell on %d node(s) with %g CPU(s), %g GPU(s) in all", cpus, gpus,
+                 len(nodes), sum(r.get("CPU", 0) for r in nodes), sum(r.get("GPU", 0) for r in nodes))
         return cpus, gpus
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from knowpack.cli.options import config_option, given
+from knowpack.study.executors import EXECUTORS
+from knowpack.study.executors.ray_executor import RayConfig
+
 app = typer.Typer(help="Run a grid study (probe once, then mix → train → evaluate per cell).",
                   no_args_is_help=True)
 
@@ -19,17 +23,25 @@ def run(
     set_: list[str] = typer.Option(None, "--set", help=_SET_HELP),
     mlflow: bool = typer.Option(False, "--mlflow", help="Also log every cell to a local MLflow store (study/mlruns)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    executor: str = typer.Option("local", "--executor", help=f"Who runs the cells: {' or '.join(EXECUTORS)} "
+                                 "(ray: one Ray task per cell; needs knowpack's `ray` extra)."),
+    address: str = config_option(RayConfig, "address"),
+    cpus_per_cell: int = config_option(RayConfig, "cpus_per_cell", min=1),
+    gpus_per_cell: float = config_option(RayConfig, "gpus_per_cell", min=0),
 ) -> None:
     """Run every cell of the study; finished cells are skipped, interrupted ones resume."""
+    from knowpack.study.executors import make_executor
     from knowpack.study.plan import load_study
     from knowpack.study.runner import run_study
     from knowpack.study.status import status_rows, status_table
     from knowpack.study.store import require_mlflow
 
+    runner = make_executor(executor, given({"address": address, "cpus_per_cell": cpus_per_cell,
+                                            "gpus_per_cell": gpus_per_cell}))
     study = load_study(config, set_ or [])
     if mlflow:
         require_mlflow()  # fail before hours of work, not after the first cell
-    result = run_study(study, progress=not quiet, mlflow=mlflow)
+    result = run_study(study, progress=not quiet, mlflow=mlflow, executor=runner)
     out = Console()
     out.print(status_table(status_rows(result.out_dir, [c.key for c in result.cells]), title=f"study {study.spec.name}"))
     out.print(f"results: {result.out_dir / 'results.csv'}  (report: knowpack report {result.out_dir})")

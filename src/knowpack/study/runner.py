@@ -12,15 +12,17 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from knowpack.io import stable_hash, write_jsonl
 from knowpack.manifest import refuse_foreign, stamp
-from knowpack.progress import progress_bar
 from knowpack.study.artifacts import StudyRecord
 from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
 from knowpack.study.store import CellStore, StudyStore, now
+
+if TYPE_CHECKING:
+    from knowpack.study.executors import Executor
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,10 @@ class StudyRun:
 
 
 @dataclass
-class _Context:
+class CellContext:
+    """What every cell of a study shares: the spec, the stages, the store, the facts and the loaded
+    model (one per process — a Ray worker builds its own from the same inputs)."""
+
     study: Study
     stages: Stages
     store: StudyStore
@@ -108,7 +113,7 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
             cs.write_status("pending", title=cell.title())
 
 
-def _stage_steps(ctx: _Context, cell: Cell, cs: CellStore) -> list[tuple[str, Callable[[], bool], Callable[[], Any]]]:
+def _stage_steps(ctx: CellContext, cell: Cell, cs: CellStore) -> list[tuple[str, Callable[[], bool], Callable[[], Any]]]:
     """(name, is it done?, run it) per stage of a cell; each stage decides its own completion."""
     from knowpack.evaluate.artifacts import is_done as evaluated
     from knowpack.mix.artifacts import is_done as mixed
@@ -130,7 +135,7 @@ def _stage_steps(ctx: _Context, cell: Cell, cs: CellStore) -> list[tuple[str, Ca
     ]
 
 
-def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
+def run_cell(ctx: CellContext, cell: Cell, cs: CellStore) -> None:
     """Run the missing stages of one cell, recording per-stage wall time in status.json."""
     status = cs.write_status("running", title=cell.title(), started=cs.status().started or now())
     timings = dict(status.timings)
@@ -146,7 +151,7 @@ def _run_cell(ctx: _Context, cell: Cell, cs: CellStore) -> None:
     cs.write_status("done", timings=timings, finished=now(), seconds=round(sum(timings.values()), 3))
 
 
-def _mix_extras(ctx: _Context) -> dict[str, Any]:
+def _mix_extras(ctx: CellContext) -> dict[str, Any]:
     return {"paraphrases": ctx.paraphrases} if ctx.paraphrases else {}
 
 
@@ -158,7 +163,7 @@ def _model_is_clean(loaded: Any) -> bool:
     return not hasattr(model, "peft_config") and not any("lora_" in n for n, _ in model.named_modules())
 
 
-def _ensure_clean_model(ctx: _Context) -> None:
+def ensure_clean_model(ctx: CellContext) -> None:
     """Reload the base model if a stage left adapter layers in it, so the next cell starts from
     the true base model (training on top of a previous cell's adapter would corrupt every result)."""
     if not _model_is_clean(ctx.model):
@@ -166,11 +171,13 @@ def _ensure_clean_model(ctx: _Context) -> None:
         ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 
 
-def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False) -> StudyRun:
+def run_study(study: Study, *, stages: Stages | None = None, progress: bool = True, mlflow: bool = False,
+              executor: Executor | None = None) -> StudyRun:
     """Run every cell of ``study`` (skipping finished ones) and aggregate results.csv/summary.csv.
 
     Returns a :class:`StudyRun`; ``failed`` maps cell keys to their error message. The caller
-    decides the exit code, so one broken cell never hides the others' results.
+    decides the exit code, so one broken cell never hides the others' results. ``executor``
+    (see ``knowpack.study.executors``) runs the cells; the default runs them here, one by one.
     """
     from knowpack.report.aggregate import write_results
 
@@ -184,12 +191,12 @@ def run_study(study: Study, *, stages: Stages | None = None, progress: bool = Tr
     if run.skipped:
         log.info("%d/%d cells already done; skipping them", len(run.skipped), len(cells))
     if todo:
-        _run_cells(study, stages, store, todo, run, progress=progress, mlflow=mlflow)
+        _run_cells(study, stages, store, todo, run, progress=progress, mlflow=mlflow, executor=executor)
     write_results(store.root)
     return run
 
 
-def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell], progress: bool) -> _Context:
+def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell], progress: bool) -> CellContext:
     """Load facts and the model once, probe the base model once for all cells, then preflight."""
     from knowpack.probe.artifacts import ProbeFolder, is_done
     from knowpack.study.plan import preflight
@@ -209,7 +216,7 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
     paraphrases = None
     if study.spec.paraphrases:
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
-    return _Context(study=study, stages=stages, store=store, facts=facts, model=model, base_dir=base,
+    return CellContext(study=study, stages=stages, store=store, facts=facts, model=model, base_dir=base,
                     progress=progress, paraphrases=paraphrases)
 
 
@@ -226,29 +233,48 @@ def _check_same_model(model: Any, base, study: Study) -> None:
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
-               progress: bool, mlflow: bool) -> None:
+               progress: bool, mlflow: bool, executor: Executor | None = None) -> None:
+    from knowpack.study.executors import LocalExecutor
+
     ctx = _prepare(study, stages, store, todo, progress)
     stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
           inputs={"base_probe": ctx.base_dir.name}, details={"cells": [c.key for c in run.cells]})
-    with progress_bar("study", len(todo), unit="cells", enabled=progress) as bar:
-        for i, cell in enumerate(todo, 1):
-            cs = store.cell(cell.key)
-            bar.describe(f"study: cell {i}/{len(todo)} {cell.title()}")
-            _ensure_clean_model(ctx)
-            try:
-                _run_cell(ctx, cell, cs)
-            except KeyboardInterrupt:
-                cs.write_status("interrupted")
-                raise
-            except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
-                message = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
-                cs.error_log.write_text(traceback.format_exc(), encoding="utf-8")
-                cs.write_status("failed", error=message, failed_at=now())
-                run.failed[cell.key] = message
-                log.error("cell %s (%s) failed: %s", cell.key, cell.title(), message)
-            else:
-                if mlflow:
-                    from knowpack.study.store import log_cell_to_mlflow
+    (executor or LocalExecutor()).run(ctx, todo, run, mlflow=mlflow)
 
-                    log_cell_to_mlflow(store.root, cs)
-            bar.advance(1)
+
+def run_one_cell(ctx: CellContext, cell: Cell, run: StudyRun, *, mlflow: bool) -> None:
+    """Run one cell in this process on the shared model, recording its outcome (a failure is
+    recorded, not raised, so one failing cell never stops the grid; an interrupt is re-raised)."""
+    cs = ctx.store.cell(cell.key)
+    ensure_clean_model(ctx)
+    try:
+        run_cell(ctx, cell, cs)
+    except KeyboardInterrupt:
+        cs.write_status("interrupted")
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+        record_failure(run, cell, cs, exc, traceback.format_exc())
+    else:
+        record_success(ctx.store, cs, mlflow=mlflow)
+
+
+def failure_message(exc: BaseException) -> str:
+    """One line for status.json and the summary: the error's type and its own message."""
+    return f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+
+
+def record_failure(run: StudyRun, cell: Cell, cs: CellStore, exc: BaseException, trace: str) -> None:
+    """Mark a cell failed: the traceback in error.log, the one-line message in status.json."""
+    message = failure_message(exc)
+    cs.error_log.write_text(trace, encoding="utf-8")
+    cs.write_status("failed", error=message, failed_at=now())
+    run.failed[cell.key] = message
+    log.error("cell %s (%s) failed: %s", cell.key, cell.title(), message)
+
+
+def record_success(store: StudyStore, cs: CellStore, *, mlflow: bool) -> None:
+    """What follows a finished cell in the process that drives the study (the MLflow log)."""
+    if mlflow:
+        from knowpack.study.store import log_cell_to_mlflow
+
+        log_cell_to_mlflow(store.root, cs)

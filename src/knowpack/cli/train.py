@@ -27,6 +27,9 @@ def command(
     loss: Optional[str] = typer.Option(None, "--loss", help="answer (answer tokens only) | all (every token, as the paper's code)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     early_stop: Optional[bool] = typer.Option(None, "--early-stop/--no-early-stop"),
+    packing: Optional[bool] = typer.Option(
+        None, "--packing/--no-packing",
+        help="Packed batches (faster; equal to padded up to float rounding). Default: on."),
     processes: Optional[int] = typer.Option(
         None, "--processes", min=1,
         help="Number of processes this run must have (e.g. 2 under `accelerate launch --num_processes 2`); "
@@ -38,7 +41,7 @@ def command(
 
     config = load_preset(preset, rank=rank, alpha=alpha, use_rslora=rslora, lr=lr, epochs=epochs,
                          batch_size=batch_size, grad_accum=grad_accum, loss=loss, seed=seed,
-                         early_stop=early_stop,
+                         early_stop=early_stop, packing=packing,
                          targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None)
     if not Path(train).is_file():
         raise KnowpackError(f"training file not found: {train}", hint="build it with `knowpack mix --out DIR`")

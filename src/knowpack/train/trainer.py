@@ -254,7 +254,7 @@ class _Recipe:
         self.per_device = max(1, config.batch_size // self.world)
         self.sampler = EpochSampler(len(self.encoded), config.seed)
         pad_id = self.loaded.tokenizer.pad_token_id
-        self.packed = packing_supported(self.peft_model, self.encoded[:self.per_device], pad_id)
+        self.packed = config.packing and packing_supported(self.peft_model, self.encoded[:self.per_device], pad_id)
         loader = torch.utils.data.DataLoader(self.encoded, batch_size=self.per_device, sampler=self.sampler,
                                              collate_fn=PackingCollator() if self.packed else Collator(pad_id))
         params = [p for p in self.peft_model.parameters() if p.requires_grad]

@@ -1,8 +1,7 @@
 """The generation-backend protocol (one small seam, lm-eval style): requests, feeds, rounds.
 
-Backends are found by name in ``registry``; ``get_backend`` and ``register_backend`` are also
-importable from here, where callers have always found them (the registry imports no backend
-until one is asked for, so this module never imports a backend).
+Backends are found by name in ``registry`` (``knowpack.probe.backends`` hands both on); this
+module defines only the protocol, so it imports neither the registry nor any backend.
 """
 
 from __future__ import annotations
@@ -12,10 +11,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from knowpack.probe.backends.registry import available_backends, get_backend, register_backend
-
-__all__ = ["Backend", "ListFeed", "Request", "RequestFeed", "available_backends", "get_backend", "register_backend",
-           "run_feed"]
+__all__ = ["Backend", "ListFeed", "Request", "RequestFeed", "run_feed"]
 
 
 @runtime_checkable

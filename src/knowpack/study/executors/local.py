@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from knowpack.progress import progress_bar
+from knowpack.study.cells import run_one_cell
 
 
 class LocalExecutor:
@@ -12,8 +13,6 @@ class LocalExecutor:
     study pays for one model load; torch uses this process's own thread setting."""
 
     def run(self, ctx: Any, cells: list, run: Any, *, mlflow: bool) -> None:
-        from knowpack.study.runner import run_one_cell
-
         with progress_bar("study", len(cells), unit="cells", enabled=ctx.progress) as bar:
             for i, cell in enumerate(cells, 1):
                 bar.describe(f"study: cell {i}/{len(cells)} {cell.title()}")

@@ -105,14 +105,14 @@ def _worker_model(shared: SharedInputs) -> tuple[Any, bool]:
     path) to other weights than the driver did.
     """
     from knowpack.probe.artifacts import ProbeFolder
-    from knowpack.study.runner import _check_same_model
+    from knowpack.study.cells import check_same_model
 
     spec = shared.study.spec.model
     if spec in _WORKER_MODELS:
         return _WORKER_MODELS[spec], False
     _WORKER_MODELS.clear()
     model = shared.stages.load_model(spec)
-    _check_same_model(model, ProbeFolder(shared.base_dir), shared.study)
+    check_same_model(model, ProbeFolder(shared.base_dir), shared.study)
     _WORKER_MODELS[spec] = model
     return model, True
 
@@ -125,7 +125,7 @@ def run_cell_task(shared: SharedInputs, cell: Any, threads: int) -> CellOutcome:
     the cell's numbers independent of how many cells share the machine.
     """
     from knowpack.runtime import configure_threads
-    from knowpack.study.runner import CellContext, ensure_clean_model, run_cell
+    from knowpack.study.cells import CellContext, ensure_clean_model, run_cell
     from knowpack.study.store import StudyStore
 
     configure_threads(threads)  # remembered: later model loads in this worker keep the count
@@ -240,7 +240,7 @@ def _collect_all(ray, refs: dict, ctx: Any, run: Any, *, mlflow: bool) -> None:
 
 def _record(ray, ref, cell: Any, ctx: Any, run: Any, *, mlflow: bool) -> None:
     """Write a finished task's outcome into the cell's folder, as the local executor does."""
-    from knowpack.study.runner import record_failure, record_success
+    from knowpack.study.cells import record_failure, record_success
 
     cs = ctx.store.cell(cell.key)
     try:

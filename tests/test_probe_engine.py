@@ -258,7 +258,7 @@ def test_rebuild_rows_keeps_selected_rows_aligned_right(lively):
 def test_tiny_row_budget_gives_the_naive_answers(lively):
     """Rows join a running batch mid-decode (budget of 3 rows) with different few-shot prefixes."""
     fs = facts(12)
-    backend = get_backend("hf", lively, batch_size=1, engine=EngineConfig(max_rows=3))
+    backend = get_backend("hf", lively, batch_size=1, engine_config=EngineConfig(max_rows=3))
     requests = []
     for fact in fs[4:]:
         for j in (0, 2):

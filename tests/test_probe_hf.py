@@ -57,7 +57,7 @@ def test_span_complete():
 def test_fast_greedy_equals_naive_generate(lively, prefix_reuse):
     fs = facts()
     ps = prompts_for(lively, fs, fs[:2])
-    fast = get_backend("hf", lively, batch_size=4, engine=EngineConfig(prefix_reuse=prefix_reuse)).greedy(ps, 24)
+    fast = get_backend("hf", lively, batch_size=4, engine_config=EngineConfig(prefix_reuse=prefix_reuse)).greedy(ps, 24)
     naive = naive_generate(lively, ps, max_new_tokens=24)
     assert [answer_span(t) for t in fast] == [answer_span(r["greedy"]) for r in naive]
     assert sum(bool(answer_span(t)) for t in fast) >= len(fs) // 2  # the comparison is not vacuous

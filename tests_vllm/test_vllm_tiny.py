@@ -126,6 +126,24 @@ def test_auto_backend_is_transformers_without_gpu(tiny_model_dir):
     assert isinstance(get_backend("auto", load_model(str(tiny_model_dir))), HFBackend)
 
 
+def test_probe_config_backend_vllm_runs_through_the_registry(tiny_model_dir, tmp_path):
+    """`probe.backend: vllm` in a YAML: run_probe builds the engine from the name (the path every
+    stage takes), with the probe's options and the hf engine's knobs in the common signature."""
+    from knowpack.facts.schema import Fact
+    from knowpack.probe.config import ProbeConfig
+    from knowpack.probe.runner import run_probe
+
+    facts = [Fact(id=f"c{i}", subject=f"Country {i}", relation="capital", question=q, answer=f"City{i}")
+             for i, q in enumerate(QUESTIONS)]
+    config = ProbeConfig(prompts=2, shots=1, samples=0, max_new_tokens=8, backend="vllm")
+    summary = run_probe(config, facts, str(tiny_model_dir), tmp_path / "vllm", progress=False)
+    reference = run_probe(config.model_copy(update={"backend": "hf"}), facts, str(tiny_model_dir),
+                          tmp_path / "hf", progress=False)
+    vllm_rows = (tmp_path / "vllm" / "categories.jsonl").read_text()
+    assert summary.n == reference.n == len(facts) - 2  # two facts are the 2 × 1 shots
+    assert vllm_rows == (tmp_path / "hf" / "categories.jsonl").read_text()  # greedy spans agree in fp32
+
+
 def _leftovers(folder: str) -> set[str]:
     """vLLM's files in the temp folder (rendezvous files, IPC sockets, our private folders) and
     shared-memory segments (its message queues between processes)."""

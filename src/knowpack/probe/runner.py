@@ -56,7 +56,8 @@ def resolve_backend(model: Any, config: ProbeConfig, adapter: str | None = None)
     # The backend lives for one run or one call, during which the weights are fixed, so shared
     # few-shot prefixes may be cached across calls.
     backend = get_backend(config.backend, model, adapter=adapter, batch_size=config.batch_size,
-                          stop_at_newline=config.match != "substring", cache_prefixes=True, engine=config.engine)
+                          stop_at_newline=config.match != "substring", cache_prefixes=True,
+                          engine_config=config.engine)
     return backend, {"model_hash": model.model_hash, "model": dict(model.info)}
 
 

@@ -52,12 +52,12 @@ class HFBackend:
     """
 
     def __init__(self, loaded, adapter: str | None = None, *, batch_size: int = 32, stop_at_newline: bool = True,
-                 cache_prefixes: bool = False, engine: EngineConfig | None = None):
+                 cache_prefixes: bool = False, engine_config: EngineConfig | None = None):
         self.tokenizer = loaded.tokenizer
         self.model = attach_adapter(loaded.model, adapter, model_hash=getattr(loaded, "model_hash", None))
         self.model_hash = getattr(loaded, "model_hash", None)
         self.batch_size = max(1, int(batch_size))
-        self.engine = engine or EngineConfig()
+        self.engine = engine_config or EngineConfig()
         self.cache_prefixes = cache_prefixes
         self.rules = TokenRules.of(self.tokenizer, self.model, _vocab_size(self.model, self.tokenizer),
                                    stop_at_newline=stop_at_newline)

@@ -204,14 +204,16 @@ class VLLMBackend:
 
     Built by the registry (``get_backend("vllm", loaded, adapter=…, **settings)``) it owns a new
     engine; built by ``engine.backend()`` or ``with_adapter`` it shares one. ``stop_at_newline``:
-    stop once the answer line is complete (off: run to EOS / ``max_new_tokens``). ``batch_size``
-    and ``cache_prefixes`` are accepted for the registry's common signature: vLLM batches by
-    its own budget (``max_num_seqs``) and its prefix cache is keyed by content and adapter.
+    stop once the answer line is complete (off: run to EOS / ``max_new_tokens``).
+    ``batch_size``, ``cache_prefixes`` and ``engine_config`` are accepted for the registry's
+    common signature: vLLM batches by its own budget (``max_num_seqs``) and its prefix cache is
+    keyed by content and adapter.
     """
 
     def __init__(self, engine: VLLMEngine | Any, adapter: str | Path | None = None, *,
                  settings: VLLMSettings | None = None, stop_at_newline: bool = True, batch_size: int = 32,
-                 cache_prefixes: bool = True, **setting_fields: Any):
+                 cache_prefixes: bool = True, engine_config: Any = None, **setting_fields: Any):
+        del engine_config  # the transformers engine's scheduling knobs; vLLM schedules by its own settings
         self.owns_engine = not isinstance(engine, VLLMEngine)
         if self.owns_engine:
             settings = _merged_settings(settings, setting_fields)
@@ -409,4 +411,4 @@ def auto_backend(loaded, adapter: str | None = None, **options: Any):
         return VLLMBackend(loaded, adapter, **options)
     return get_backend("hf", loaded, adapter=adapter, **{k: v for k, v in options.items()
                                                         if k in ("batch_size", "stop_at_newline", "cache_prefixes",
-                                                                 "max_rows", "prefix_reuse")})
+                                                                 "engine_config")})

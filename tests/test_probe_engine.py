@@ -294,7 +294,7 @@ class _AfterGreedy(ListFeed):
 def test_samples_retracing_the_greedy_path_equal_fresh_samples(lively):
     fs = facts(10)
     engine = EngineConfig(max_rows=8)
-    backend = get_backend("hf", lively, batch_size=2, engine=engine)
+    backend = get_backend("hf", lively, batch_size=2, engine_config=engine)
     pairs = []
     for i, fact in enumerate(fs[2:]):
         prompt, prefix = fewshot_prompt(backend, fact, fs[:2])
@@ -307,7 +307,7 @@ def test_samples_retracing_the_greedy_path_equal_fresh_samples(lively):
     retraced = {r.state.followup.seed for plan in plans if isinstance(plan, AdmitPlan) for r in plan.retraces}
     assert prefilled and not any(row.sampled for row in prefilled)  # every sample continued a greedy state
     assert retraced == {s.seed for _, s in pairs}
-    fresh = get_backend("hf", lively, batch_size=2, engine=engine).sample(
+    fresh = get_backend("hf", lively, batch_size=2, engine_config=engine).sample(
         [s.prompt for _, s in pairs], 5, seeds=[s.seed for _, s in pairs], **settings)
     assert [feed.sampled[id(s)] for _, s in pairs] == fresh
     assert len({t for texts in fresh for t in texts}) > len(pairs)  # the samples do vary
@@ -344,7 +344,7 @@ def test_streaming_and_round_driven_probes_write_the_same_files(lively, tmp_path
     cfg = ProbeConfig(prompts=3, shots=1, samples=3, batch_size=8, max_new_tokens=10)
     # tiny prompts: split them into length groups anyway
     engine = EngineConfig(max_rows=6, pass_overhead_tokens=1, per_row_above=per_row_above)
-    streaming = _Watching(get_backend("hf", lively, batch_size=2, cache_prefixes=True, engine=engine))
+    streaming = _Watching(get_backend("hf", lively, batch_size=2, cache_prefixes=True, engine_config=engine))
     run_probe(cfg, fs, streaming, tmp_path / "stream", progress=False)
     layouts = [(p.prefix_groups, p.per_row) for p in streaming.plans if isinstance(p, StepPlan)]
     layouts += [(f.prefix_groups, f.per_row) for p in streaming.plans if isinstance(p, AdmitPlan) for f in p.prefills]

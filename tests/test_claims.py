@@ -507,7 +507,7 @@ def test_loader_rejects_duplicate_keys_with_line_numbers():
         parse_claims(text, source="dup.yaml")
     message = str(err.value)
     assert "dup.yaml is not valid YAML" in message and "duplicate key 'metric'" in message
-    assert "first at line 8" in message and "line 9" in message
+    assert "first on line 8" in message and "line 9" in message
 
 
 def test_loader_rejects_inconsistent_claims():

@@ -18,6 +18,7 @@ import datetime as _dt
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -140,3 +141,13 @@ def claim_folder(folder: str | os.PathLike, *, stage: str, key: Any,
         Path(folder).mkdir(parents=True, exist_ok=True)
         _Claim(stage=stage, key=key).write(folder)
     return state
+
+
+def finished_folder(folder: str | os.PathLike, *, stage: str, done: Callable[[Path], bool]) -> Path:
+    """``folder`` as a Path when ``done(folder)`` says the ``stage`` run in it finished, else the
+    one error every reader of a stage folder gives (the folder and the command that makes it)."""
+    folder = Path(folder)
+    if not done(folder):
+        raise KnowpackError(f"{folder} is not a finished {stage} folder",
+                            hint=f"pass the --out folder of a finished `knowpack {stage}` run")
+    return folder

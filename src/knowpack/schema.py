@@ -106,23 +106,30 @@ def read_json_file(path: Path, *, what: str, hint: str) -> Any:
                             hint=hint) from None
 
 
-class JsonArtifact(BaseModel):
-    """One JSON file in a stage's output folder (subclasses set ``file_name`` and ``writer``)."""
+class _StageFile(BaseModel):
+    """A file with a fixed name in a stage's output folder, and the command that writes it."""
 
     # Unknown keys are dropped on read: files written by another knowpack version still load.
     model_config = ConfigDict(extra="ignore")
 
     file_name: ClassVar[str]
     writer: ClassVar[str]  # the command that writes it, for error messages: "knowpack probe"
-    version: ClassVar[int] = 1
 
     @classmethod
     def path(cls, folder: str | os.PathLike) -> Path:
+        """Where this file lives in ``folder``."""
         return Path(folder) / cls.file_name
 
     @classmethod
     def exists(cls, folder: str | os.PathLike) -> bool:
+        """Whether ``folder`` holds this file."""
         return cls.path(folder).is_file()
+
+
+class JsonArtifact(_StageFile):
+    """One JSON file in a stage's output folder (subclasses set ``file_name`` and ``writer``)."""
+
+    version: ClassVar[int] = 1
 
     def to_json(self) -> dict[str, Any]:
         """The file's content: the fields plus the format version first."""
@@ -153,21 +160,8 @@ class JsonArtifact(BaseModel):
             raise KnowpackError(f"{path} is incomplete or damaged: {problems}", hint=hint) from None
 
 
-class RowArtifact(BaseModel):
+class RowArtifact(_StageFile):
     """One row of a JSONL file knowpack writes (field order = declaration order, as written)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    file_name: ClassVar[str]
-    writer: ClassVar[str]
-
-    @classmethod
-    def path(cls, folder: str | os.PathLike) -> Path:
-        return Path(folder) / cls.file_name
-
-    @classmethod
-    def exists(cls, folder: str | os.PathLike) -> bool:
-        return cls.path(folder).is_file()
 
     @classmethod
     def write_rows(cls, folder: str | os.PathLike, rows: Iterable[R]) -> Path:

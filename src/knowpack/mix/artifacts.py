@@ -18,7 +18,7 @@ from pydantic import Field
 
 from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
-from knowpack.manifest import Manifest
+from knowpack.manifest import Manifest, finished_folder
 from knowpack.schema import JsonArtifact, RowArtifact
 
 WRITER = "knowpack mix"
@@ -88,10 +88,7 @@ class MixFolder:
     """A finished mix folder, read lazily, with the questions later stages ask of it."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        if not is_done(self.folder):
-            raise KnowpackError(f"{self.folder} is not a finished mix folder",
-                                hint="pass the --out folder of a finished `knowpack mix` run")
+        self.folder = finished_folder(folder, stage="mix", done=is_done)
 
     @cached_property
     def train(self) -> list[TrainRow]:

@@ -15,9 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from knowpack.errors import KnowpackError
 from knowpack.facts.schema import Fact
-from knowpack.manifest import Manifest
+from knowpack.manifest import Manifest, finished_folder
 from knowpack.probe.config import ProbeConfig
 from knowpack.probe.slick import Category
 from knowpack.schema import JsonArtifact, RowArtifact
@@ -124,10 +123,7 @@ class ProbeFolder:
     """A finished probe folder, read lazily: categories, shots, summary, config, base-model hash."""
 
     def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        if not is_done(self.folder):
-            raise KnowpackError(f"{self.folder} is not a finished probe folder",
-                                hint="pass the --out folder of a finished `knowpack probe` run")
+        self.folder = finished_folder(folder, stage="probe", done=is_done)
 
     @cached_property
     def rows(self) -> dict[str, CategoryRow]:

@@ -30,6 +30,7 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from knowpack.errors import KnowpackError
+from knowpack.io import load_yaml
 from knowpack.schema import StrictModel, invalid, validation_problems
 
 # "max" / "min" stand for the largest / smallest value of a numeric column in the study grid,
@@ -353,28 +354,10 @@ class ClaimFile(StrictModel):
 # ---------------------------------------------------------------------------------------------
 # Loading.
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a repeated key (plain YAML keeps the last one without a word)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def parse_claims(text: str, *, source: str = "claim file") -> list[Claim]:
     """Validate claim-file YAML text; every problem is one KnowpackError naming ``source``."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = load_yaml(text)  # duplicate keys refused: plain YAML keeps the last one without a word
     except yaml.YAMLError as exc:
         raise KnowpackError(f"{source} is not valid YAML: {exc}", hint=CLAIM_FILE_HINT) from None
     if not isinstance(data, dict):

@@ -174,7 +174,8 @@ def _shifts(b: _Builder, summary: pd.DataFrame) -> None:
     body = _img(plots.shifts_vs_n(summary, b.plot("shifts_vs_n")), "shifts vs n") + _html_table(wide, index=False)
     b.add("shifts", "Knowledge shifts (paper Table 3)", body,
           "Share of held-out (untrained) facts whose SliCK category improved (positive: UK→MK/HK, MK→HK, "
-          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). Ctrl columns are control adapters: "
+          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). SameRel columns train each Unknown fact "
+          "with k known facts of its own relation (HighlyKnown first, then MaybeKnown). Ctrl columns are control adapters: "
           "the same number of examples and steps with known facts only, i.e. what fine-tuning itself does. "
           "Paired floor: the base model probed again with the same prompts (the like-for-like yardstick, "
           "close to zero); prompt sensitivity: the base model with another draw of few-shot prompts; shift "

@@ -212,7 +212,7 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
         log.info("probing the base model once for all cells → %s", base)
         stages.run_probe(study.probe, facts, model, base, progress=progress)
     _check_same_model(model, ProbeFolder(base), study)
-    preflight(study, cells, model, ProbeFolder(base).category_dicts())  # enough facts for every cell?
+    preflight(study, cells, model, ProbeFolder(base).category_dicts(), facts)  # enough facts for every cell?
     paraphrases = None
     if study.spec.paraphrases:
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}

@@ -131,7 +131,8 @@ def _stage_steps(ctx: CellContext, cell: Cell, cs: CellStore) -> list[tuple[str,
                                       progress=ctx.progress, **curve_inputs(cs.mix_dir).as_kwargs())),
         ("evaluate", lambda: evaluated(cs.eval_dir),
          lambda: stages.evaluate(ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir,
-                                 progress=ctx.progress, base_cache=ctx.base_dir.parent / "reprobes")),
+                                 progress=ctx.progress, base_cache=ctx.base_dir.parent / "reprobes",
+                                 **_eval_extras(ctx))),
     ]
 
 
@@ -153,6 +154,11 @@ def run_cell(ctx: CellContext, cell: Cell, cs: CellStore) -> None:
 
 def _mix_extras(ctx: CellContext) -> dict[str, Any]:
     return {"paraphrases": ctx.paraphrases} if ctx.paraphrases else {}
+
+
+def _eval_extras(ctx: CellContext) -> dict[str, Any]:
+    # Category shots come from the study's facts outside the mixture; the mix folder holds only its own.
+    return {"shot_facts": ctx.facts} if ctx.study.eval.benchmark_shot_category else {}
 
 
 def _model_is_clean(loaded: Any) -> bool:

@@ -86,6 +86,12 @@ def mixture_from_label(label: str) -> tuple[int, str] | None:
 
 
 def label_sort_key(label: str) -> tuple:
-    """Sort key of a mixture label in the paper's column order (unknown labels last, by name)."""
-    parsed = mixture_from_label(label)
-    return (3, 0, 0, label) if parsed is None else (*mixture_sort_key(*parsed), label)
+    """Sort key of a mixture label in the paper's column order (unknown labels last, by name).
+
+    A report label may carry the cell's other varying axes after ``" | "`` (``10 Para | tiny-a``):
+    labels are then grouped by that suffix first, so each model's (or setting's) mixtures stand
+    side by side in the paper's order.
+    """
+    head, _, facets = str(label).partition(" | ")
+    parsed = mixture_from_label(head)
+    return (facets, *((3, 0, 0) if parsed is None else mixture_sort_key(*parsed)), label)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from knowpack.io import stable_hash, write_jsonl
 from knowpack.manifest import refuse_foreign, stamp
 from knowpack.study.artifacts import StudyRecord
-from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
+from knowpack.study.grid import Cell, cell_identity, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
 from knowpack.study.store import CellStore, StudyStore, now
 
@@ -98,6 +98,8 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
     from knowpack.study.plan import study_claims
 
     identity = study_identity(study)
+    if study.spec.grid.model:
+        identity["model"] = study.models  # each cell.json names its own one
     claims = study_claims(study)
     StudyRecord(name=study.spec.name, source=str(study.source) if study.source else None,
                 overrides=study.overrides, spec=study.spec.model_dump(mode="json"), identity=identity,
@@ -108,7 +110,7 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
         cs = store.cell(cell.key)
         cs.root.mkdir(parents=True, exist_ok=True)
         # Rewritten every run: the folder key is fixed, but the evaluation settings may have changed.
-        cell.record(identity).write(cs.root)
+        cell.record(cell_identity(study, cell)).write(cs.root)
         if not cs.status_file.is_file():
             cs.write_status("pending", title=cell.title())
 
@@ -240,12 +242,32 @@ def _check_same_model(model: Any, base, study: Study) -> None:
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
                progress: bool, mlflow: bool, executor: Executor | None = None) -> None:
+    """Prepare every model of the study (base probe, preflight), then run its cells model by model.
+
+    Every model is probed and checked before the first cell trains, so a problem with the second
+    model fails in minutes, not after the first model's cells; only the model whose cells run
+    stays loaded.
+    """
+    from knowpack.probe.artifacts import ProbeFolder
     from knowpack.study.executors import LocalExecutor
 
-    ctx = _prepare(study, stages, store, todo, progress)
-    stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
-          inputs={"base_probe": ctx.base_dir.name}, details={"cells": [c.key for c in run.cells]})
-    (executor or LocalExecutor()).run(ctx, todo, run, mlflow=mlflow)
+    groups = [(model, [c for c in todo if (c.model or study.spec.model) == model]) for model in study.models]
+    contexts = []
+    for i, (model, cells) in enumerate(g for g in groups if g[1]):
+        ctx = _prepare(study.for_model(model) if study.spec.grid.model else study, stages, store, cells, progress)
+        if i:
+            contexts[-1][0].model = None  # reloaded when its cells run
+        contexts.append((ctx, cells))
+    # One base probe per model; with several models each is named after its model.
+    base = {"base_probe" if not study.spec.grid.model else f"base_probe[{ctx.study.spec.model}]": ctx.base_dir.name
+            for ctx, _ in contexts}
+    stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0], inputs=base,
+          details={"cells": [c.key for c in run.cells]})
+    for ctx, cells in contexts:
+        if ctx.model is None:
+            ctx.model = stages.load_model(ctx.study.spec.model)
+            _check_same_model(ctx.model, ProbeFolder(ctx.base_dir), ctx.study)
+        (executor or LocalExecutor()).run(ctx, cells, run, mlflow=mlflow)
 
 
 def run_one_cell(ctx: CellContext, cell: Cell, run: StudyRun, *, mlflow: bool) -> None:

@@ -89,3 +89,33 @@ def test_a_category_without_enough_facts_is_an_error_with_counts(setup):
                                             r"\(0 MaybeKnown facts in the base probe"):
         _evaluate(setup, setup["root"] / "eval-mk", benchmark_shot_category="MaybeKnown")
     assert not (setup["root"] / "eval-mk" / "metrics.json").exists()
+
+
+def test_same_relation_shots_come_from_the_category_of_each_relation(setup):
+    # A mixture that leaves Unknown facts of both relations free: c4-c6 (capital), r5-r6 (river).
+    by_id = {f.id: f for f in setup["facts"]}
+    rows = [{"id": "r4#unknown", "fact_id": "r4", "question": by_id["r4"].question, "answer": by_id["r4"].answer,
+             "role": "unknown"}]
+    mix = write_mix_folder(setup["root"] / "mix-relation", rows, {"trained_unknown": ["r4"], "heldout": {}},
+                           [by_id["r4"]], probe_dir=setup["probe"])
+    out = setup["root"] / "eval-relation"
+    metrics = _evaluate({**setup, "mix": mix}, out, benchmark_shot_category="Unknown",
+                        metrics=["reliability", "shifts"], noise_floor=False, probe={"shot_pool": "relation"})
+    recorded = metrics.meta.shots
+    assert recorded["mode"] == "relation" and {CATEGORY[f] for f in recorded["ids"]} == {"Unknown"}
+    assert "r4" not in recorded["ids"]
+    per_fact = ShotSets.read(out / "probes" / "adapter").per_fact
+    assert per_fact and "r4" in per_fact
+    for fid, prompts in per_fact.items():
+        for shots in prompts:
+            # Same relation, the category's facts only, never the fact itself.
+            assert shots and all(s in recorded["ids"] and s != fid and by_id[s].relation == by_id[fid].relation
+                                 for s in shots)
+
+
+def test_same_relation_category_shots_short_in_a_relation_name_it(setup):
+    # The module's mixture trains or holds out every Unknown capital fact (c4, c5, c6).
+    with pytest.raises(KnowpackError, match=r"needs 1 Unknown facts outside the mixture in every evaluated "
+                                            r"relation: 'capital' has 0"):
+        _evaluate(setup, setup["root"] / "eval-relation-short", benchmark_shot_category="Unknown",
+                  probe={"shot_pool": "relation"})

@@ -84,6 +84,9 @@ def test_two_models_get_their_own_base_probe_cells_and_report_columns(tmp_path):
     run = _run(path, fakes)
     assert not run.failed and len(run.cells) == 4
     assert fakes.calls["run_probe"] == 2  # one base probe per model
+    # Both prepared (loaded, probed, checked) before any cell; the first is released meanwhile and
+    # loaded again for its cells, so only one model is held at a time.
+    assert fakes.calls["load_model"] == 3
     assert len(list((run.out_dir / "base").glob("*/categories.jsonl"))) == 2
     by_model = {m: {c.key for c in run.cells if c.model == m} for m in ("tiny-a", "tiny-b")}
     assert len(by_model["tiny-a"]) == 2 and not by_model["tiny-a"] & by_model["tiny-b"]

@@ -170,7 +170,10 @@ def _category_shots(ctx: EvalContext) -> list | None:
     candidates = {**{f.id: f for f in ctx.shot_facts}, **ctx.get("all_facts")}
     pool = [candidates[fid] for fid in sorted(candidates)
             if fid not in taken and fid in rows and rows[fid].category == category]
-    needed = config.prompts * config.shots if config.shot_pool == "fixed" else 1
+    if config.shot_pool == "relation":
+        _check_relation_shots(ctx, pool, category)
+        return pool
+    needed = config.prompts * config.shots
     if needed > len(pool):
         in_probe = sum(row.category == category for row in rows.values())
         raise KnowpackError(
@@ -179,7 +182,23 @@ def _category_shots(ctx: EvalContext) -> list | None:
             f"({in_probe} {category} facts in the base probe, the rest trained on, held out or without a fact record)",
             hint="pass the fact file the base probe ran on (eval.facts / --facts), lower "
                  "mix.heldout_per_category or the probe's prompts/shots, or choose another category")
-    return pool if config.shot_pool == "relation" else select_spread(pool, needed, config.seed)
+    return select_spread(pool, needed, config.seed)
+
+
+def _check_relation_shots(ctx: EvalContext, pool: list, category: str) -> None:
+    """Same-relation category shots: every relation that is evaluated needs S facts of the category."""
+    from collections import Counter
+
+    shots, rows = ctx.get("probe_config").shots, ctx.get("probe").rows
+    have = Counter(f.relation for f in pool)
+    relations = sorted({f.relation for fid, f in ctx.get("all_facts").items() if fid in rows})
+    short = [f"{r!r} has {have[r]}" for r in relations if have[r] < shots]
+    if short:
+        raise KnowpackError(
+            f"eval.benchmark_shot_category {category} with same-relation shots needs {shots} {category} facts "
+            f"outside the mixture in every evaluated relation: {'; '.join(short)}",
+            hint="pass the fact file the base probe ran on (eval.facts / --facts), use fixed shots "
+                 "(probe.shot_pool: fixed), or choose another category")
 
 
 @evaluation_input("base_probe")

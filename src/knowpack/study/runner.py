@@ -173,8 +173,11 @@ def _model_is_clean(loaded: Any) -> bool:
 
 def ensure_clean_model(ctx: CellContext) -> None:
     """Reload the base model if a stage left adapter layers in it, so the next cell starts from
-    the true base model (training on top of a previous cell's adapter would corrupt every result)."""
-    if not _model_is_clean(ctx.model):
+    the true base model (training on top of a previous cell's adapter would corrupt every result),
+    or if it was released while another model of the study was being prepared."""
+    if ctx.model is None:
+        ctx.model = ctx.stages.load_model(ctx.study.spec.model)
+    elif not _model_is_clean(ctx.model):
         log.warning("the base model still carries LoRA layers after a cell; reloading it")
         ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 
@@ -248,7 +251,6 @@ def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell]
     model fails in minutes, not after the first model's cells; only the model whose cells run
     stays loaded.
     """
-    from knowpack.probe.artifacts import ProbeFolder
     from knowpack.study.executors import LocalExecutor
 
     groups = [(model, [c for c in todo if (c.model or study.spec.model) == model]) for model in study.models]
@@ -256,7 +258,7 @@ def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell]
     for i, (model, cells) in enumerate(g for g in groups if g[1]):
         ctx = _prepare(study.for_model(model) if study.spec.grid.model else study, stages, store, cells, progress)
         if i:
-            contexts[-1][0].model = None  # reloaded when its cells run
+            contexts[-1][0].model = None  # released; ensure_clean_model loads it again for its cells
         contexts.append((ctx, cells))
     # One base probe per model; with several models each is named after its model.
     base = {"base_probe" if not study.spec.grid.model else f"base_probe[{ctx.study.spec.model}]": ctx.base_dir.name
@@ -264,9 +266,6 @@ def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell]
     stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0], inputs=base,
           details={"cells": [c.key for c in run.cells]})
     for ctx, cells in contexts:
-        if ctx.model is None:
-            ctx.model = stages.load_model(ctx.study.spec.model)
-            _check_same_model(ctx.model, ProbeFolder(ctx.base_dir), ctx.study)
         (executor or LocalExecutor()).run(ctx, cells, run, mlflow=mlflow)
 
 

@@ -109,7 +109,9 @@ def _facet_text(name: str, value: Any) -> str:
 
         return model_name(value)
     if name == "early_stop":
-        return "early stop" if value is True or value == "True" else "fixed epochs"
+        # numpy booleans (pandas cells) are not ``True``; a CSV round trip gives strings.
+        on = value == "True" if isinstance(value, str) else bool(value) and value == value
+        return "early stop" if on else "fixed epochs"
     return f"{name}={value}"
 
 

@@ -31,6 +31,8 @@ class EvalMeta(BaseModel):
     n_facts: int
     n_trained_facts: int
     probe_config: dict[str, Any]
+    # With eval.benchmark_shot_category: the category, shot mode and exemplar ids of the re-probes.
+    shots: dict[str, Any] | None = None
 
 
 class EvalMetrics(JsonArtifact):

@@ -10,6 +10,7 @@ from pydantic import Field
 from knowpack.schema import StrictModel
 
 BENCHMARK_NAMES: tuple[str, ...] = ("mmlu", "truthfulqa")
+ShotCategory = Literal["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
 
 
 class EvalConfig(StrictModel):
@@ -27,6 +28,13 @@ class EvalConfig(StrictModel):
         None, ge=0, description="re-probe at most this many untrained facts (seeded sample; held-out "
                                 "and retention facts are always kept); None = every probed fact")
     seed: int = 0
+    # Few-shot exemplars of one knowledge category: does the category of the shots change the
+    # knowledge that is measured? Applies to knowpack's fact re-probes only; MMLU and TruthfulQA
+    # keep the exemplars lm-eval takes from their own datasets (those are not facts with a category).
+    benchmark_shot_category: ShotCategory | None = Field(
+        None, description="take the few-shot exemplars of every fact re-probe (reliability, shifts, yardsticks) "
+                          "from base-probe facts of this category outside the mixture, and re-probe the base "
+                          "model with the same shots; None = the base probe's own shots")
     # The yardsticks of every shift, on the untrained facts: the paired floor (the base model
     # probed again with the same prompts, facts in another order: what batching alone changes,
     # close to zero) and prompt sensitivity (the base model with another draw of few-shot prompts).

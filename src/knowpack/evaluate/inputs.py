@@ -1,6 +1,6 @@
 """Evaluation inputs: each is computed once per run by an ``EvalContext`` and handed to the metrics.
 
-Inputs: ``mix``, ``probe``, ``facts``, ``probe_config``, ``match_mode``, ``base_probe``,
+Inputs: ``mix``, ``probe``, ``facts``, ``probe_config``, ``match_mode``, ``category_shots``, ``base_probe``,
 ``adapted_model``, ``canary``, ``adapter_probe``, ``paired_probe``, ``sensitivity_probe``,
 ``adapter_alt_probe``, ``reliability_answers``, ``collapse``, ``benchmarks``.
 Probe inputs are ``{fact_id: categories.jsonl row}`` dicts.
@@ -33,8 +33,12 @@ class EvalContext:
     """Lazily computes and caches the inputs of one evaluation run."""
 
     def __init__(self, config, loaded, adapter_dir: Path, mix_dir: Path, out_dir: Path, *,
-                 progress: bool = True, mix: MixFolder | None = None, base_cache: Path | None = None):
+                 progress: bool = True, mix: MixFolder | None = None, base_cache: Path | None = None,
+                 shot_facts: list | None = None):
         self.config, self.loaded = config, loaded
+        # Further facts the category shots may come from (a study passes the facts its base probe
+        # ran on: the mix folder itself only holds trained and held-out facts).
+        self.shot_facts = list(shot_facts or [])
         self.adapter_dir, self.mix_dir, self.out_dir = Path(adapter_dir), Path(mix_dir), Path(out_dir)
         # Where probes of the base model are kept; a study points every cell at one shared folder.
         self.base_cache = Path(base_cache) if base_cache is not None else self.out_dir / "probes"
@@ -129,7 +133,9 @@ def _all_facts(ctx: EvalContext) -> dict:
 def _eval_ids(ctx: EvalContext) -> list[str]:
     """Facts to re-probe: every probed fact, or all trained/eval-set facts plus a seeded sample of the rest."""
     mix, facts = ctx.get("mix"), ctx.get("all_facts")
-    probed = [fid for fid in ctx.get("probe").rows if fid in facts]
+    # A fixed category shot is never probed: it would be its own exemplar.
+    shots = {f.id for f in ctx.get("category_shots") or []} if ctx.get("probe_config").shot_pool == "fixed" else set()
+    probed = [fid for fid in ctx.get("probe").rows if fid in facts and fid not in shots]
     cap = ctx.config.max_untrained
     if cap is None:
         return probed
@@ -145,13 +151,68 @@ def _facts(ctx: EvalContext) -> dict:
     return {fid: facts[fid] for fid in ctx.get("eval_ids")}
 
 
+@evaluation_input("category_shots")
+def _category_shots(ctx: EvalContext) -> list | None:
+    """The few-shot exemplars of one SliCK category (``benchmark_shot_category``), or None.
+
+    Candidates are base-probe facts of that category that the mixture neither trains on nor holds
+    out, so every evaluated fact stays evaluated and no shot shows a trained answer. ``fixed``
+    shots: N×S of them, spread over relations with the probe's seed (the base probe's own rule);
+    ``relation`` shots: all of them, each prompt taking same-relation ones.
+    """
+    from knowpack.probe.prompts import select_spread
+
+    category = ctx.config.benchmark_shot_category
+    if category is None:
+        return None
+    mix, rows, config = ctx.get("mix"), ctx.get("probe").rows, ctx.get("probe_config")
+    taken = set(mix.trained_ids) | set(mix.eval_sets.all_ids())
+    candidates = {**{f.id: f for f in ctx.shot_facts}, **ctx.get("all_facts")}
+    pool = [candidates[fid] for fid in sorted(candidates)
+            if fid not in taken and fid in rows and rows[fid].category == category]
+    if config.shot_pool == "relation":
+        _check_relation_shots(ctx, pool, category)
+        return pool
+    needed = config.prompts * config.shots
+    if needed > len(pool):
+        in_probe = sum(row.category == category for row in rows.values())
+        raise KnowpackError(
+            f"eval.benchmark_shot_category {category}: {config.prompts} prompts × {config.shots} shots need "
+            f"{needed} {category} facts outside the mixture, but only {len(pool)} are at hand "
+            f"({in_probe} {category} facts in the base probe, the rest trained on, held out or without a fact record)",
+            hint="pass the fact file the base probe ran on (eval.facts / --facts), lower "
+                 "mix.heldout_per_category or the probe's prompts/shots, or choose another category")
+    return select_spread(pool, needed, config.seed)
+
+
+def _check_relation_shots(ctx: EvalContext, pool: list, category: str) -> None:
+    """Same-relation category shots: every relation that is evaluated needs S facts of the category."""
+    from collections import Counter
+
+    shots, rows = ctx.get("probe_config").shots, ctx.get("probe").rows
+    have = Counter(f.relation for f in pool)
+    relations = sorted({f.relation for fid, f in ctx.get("all_facts").items() if fid in rows})
+    short = [f"{r!r} has {have[r]}" for r in relations if have[r] < shots]
+    if short:
+        raise KnowpackError(
+            f"eval.benchmark_shot_category {category} with same-relation shots needs {shots} {category} facts "
+            f"outside the mixture in every evaluated relation: {'; '.join(short)}",
+            hint="pass the fact file the base probe ran on (eval.facts / --facts), use fixed shots "
+                 "(probe.shot_pool: fixed), or choose another category")
+
+
 @evaluation_input("base_probe")
 def _base_probe(ctx: EvalContext) -> dict[str, dict]:
+    """The base model's categories of the evaluated facts: the base probe's own, or — with category
+    shots — a re-probe of the base model with those very shots, so a shift compares like with like."""
     probe = ctx.get("probe")
     if probe.model_hash != ctx.loaded.model_hash:
         raise KnowpackError(f"the base probe in {probe.folder} was run on model {probe.model_hash}, "
                             f"not on the loaded model {ctx.loaded.model_hash}",
                             hint="pass the --model the mix's probe was run on")
+    category = ctx.config.benchmark_shot_category
+    if category is not None:
+        return _base_reprobe(ctx, ctx.get("probe_config"), list(ctx.get("facts").values()), f"shots-{category}")
     rows = probe.rows
     return {fid: rows[fid].model_dump(mode="json") for fid in ctx.get("eval_ids")}
 
@@ -186,8 +247,12 @@ def _shot_pool(ctx: EvalContext) -> list | None:
     """The base probe's shot facts, so the adapted model is asked with the very same prompts.
 
     ``fixed``: the facts of the base probe's shot sets; given the same seed, run_probe arranges
-    them into the same sets. ``relation``: every fact, as the base probe had.
+    them into the same sets. ``relation``: every fact, as the base probe had. With
+    ``benchmark_shot_category``: the category's exemplars instead (``category_shots``).
     """
+    category_shots = ctx.get("category_shots")
+    if category_shots is not None:
+        return category_shots
     if ctx.get("probe_config").shot_pool == "fixed":
         sets = ctx.get("probe").shot_sets()
         return None if sets is None else [fact for shots in sets for fact in shots]

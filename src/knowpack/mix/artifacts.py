@@ -22,7 +22,7 @@ from knowpack.manifest import Manifest, finished_folder
 from knowpack.schema import JsonArtifact, RowArtifact
 
 WRITER = "knowpack mix"
-Role = Literal["unknown", "paraphrase", "highly_known", "maybe_known", "control"]
+Role = Literal["unknown", "paraphrase", "highly_known", "maybe_known", "same_relation_known", "control"]
 
 
 class TrainRow(RowArtifact):

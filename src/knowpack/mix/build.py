@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from pathlib import Path
 
 from knowpack.errors import KnowpackError
@@ -11,7 +12,7 @@ from knowpack.io import stable_hash
 from knowpack.manifest import claim_folder, stamp
 from knowpack.mix.artifacts import EvalFactRow, EvalSets, MixSummary, TrainRow
 from knowpack.mix.checks import answer_concentration, check_categories, check_disjoint
-from knowpack.mix.config import KIND_CATEGORY, MixConfig
+from knowpack.mix.config import KIND_CATEGORY, SAME_RELATION_CATEGORIES, MixConfig
 from knowpack.probe.matching import normalize
 from knowpack.probe.slick import CATEGORIES
 
@@ -90,8 +91,9 @@ def build_mixture(config: MixConfig, facts: list[Fact], categories: list[dict], 
     """Write the mix folder (train.jsonl, eval_sets.json, eval_facts.jsonl, summary.json, manifest.json).
 
     Held-out facts (per category) are drawn first, then n Unknown facts, then k extras per
-    Unknown fact: known facts of ``config.kind`` (never held out, never twice) or paraphrases
-    of the question (``Fact.paraphrases`` first, then ``paraphrases[fact_id]``); a control
+    Unknown fact: known facts of ``config.kind`` (never held out, never twice; for
+    ``same_relation_known`` of the Unknown fact's own relation, HighlyKnown before MaybeKnown) or
+    paraphrases of the question (``Fact.paraphrases`` first, then ``paraphrases[fact_id]``); a control
     mixture draws n·(1 + k) HighlyKnown facts instead. Too few facts or paraphrases is an error
     that says how many exist; nothing is truncated. Rebuilding the same mixture in the same
     folder returns the existing summary; a folder holding another mixture is refused.
@@ -131,22 +133,37 @@ def build_mixture(config: MixConfig, facts: list[Fact], categories: list[dict], 
     return summary
 
 
-def _draw_training(config: MixConfig, by_category: dict[str, list[str]], heldout: dict[str, list[str]],
-                   by_id: dict[str, Fact], paraphrases: dict[str, list[str]] | None
-                   ) -> tuple[list[str], list[TrainRow], list[str]]:
-    """(trained Unknown ids, training examples, known extra ids) of an ordinary mixture."""
-    held = {fid for ids in heldout.values() for fid in ids}
+def _draw_unknown(config: MixConfig, by_category: dict[str, list[str]], held: set[str],
+                  heldout: dict[str, list[str]]) -> tuple[list[str], random.Random]:
+    """The n trained Unknown facts and the generator the known extras are drawn with after them."""
     rng = random.Random(f"train:{config.seed}")
     unknown_pool = [fid for fid in by_category["Unknown"] if fid not in held]
     if config.unknown > len(unknown_pool):
         raise _not_enough(f"--unknown {config.unknown}", config.unknown, "Unknown",
                           len(by_category["Unknown"]), len(heldout["Unknown"]),
                           "lower --unknown or --heldout-per-category, or probe more facts")
-    trained = _draw(unknown_pool, config.unknown, rng)
+    return _draw(unknown_pool, config.unknown, rng), rng
+
+
+def _draw_training(config: MixConfig, by_category: dict[str, list[str]], heldout: dict[str, list[str]],
+                   by_id: dict[str, Fact], paraphrases: dict[str, list[str]] | None
+                   ) -> tuple[list[str], list[TrainRow], list[str]]:
+    """(trained Unknown ids, training examples, known extra ids) of an ordinary mixture."""
+    held = {fid for ids in heldout.values() for fid in ids}
+    trained, rng = _draw_unknown(config, by_category, held, heldout)
     if config.extra == 0:
         extras: dict[str, list[str]] = {fid: [] for fid in trained}
     elif config.kind == "paraphrase":
         extras = _paraphrase_extras(config, trained, by_id, paraphrases)
+    elif config.kind == "same_relation_known":
+        relation_of = {fid: fact.relation for fid, fact in by_id.items()}
+        extras, problems = _same_relation_extras(config, trained, by_category, heldout, relation_of)
+        if problems:
+            raise KnowpackError(
+                f"--kind same_relation_known needs {config.extra} known facts of the same relation per Unknown "
+                f"fact, and {len(problems)} relation(s) have too few: " + "; ".join(problems),
+                hint="lower --extra or --unknown, lower --heldout-per-category, probe more facts of those "
+                     "relations, or use --kind highly_known")
     else:
         category = KIND_CATEGORY[config.kind]
         pool = [fid for fid in by_category[category] if fid not in held]
@@ -154,6 +171,80 @@ def _draw_training(config: MixConfig, by_category: dict[str, list[str]], heldout
                                len(heldout[category]), rng)
     known_ids = [] if config.kind == "paraphrase" else [k for fid in trained for k in extras[fid]]
     return trained, _examples(config, trained, extras, by_id), known_ids
+
+
+def _same_relation_pools(config: MixConfig, by_category: dict[str, list[str]], held: set[str],
+                         relation_of: dict[str, str]) -> dict[str, dict[str, list[str]]]:
+    """relation → category → its free (not held-out) facts, each list in a seeded order."""
+    pools: dict[str, dict[str, list[str]]] = {}
+    for category in SAME_RELATION_CATEGORIES:
+        for fid in by_category[category]:
+            if fid not in held:
+                pools.setdefault(relation_of[fid], {}).setdefault(category, []).append(fid)
+    for relation, by_cat in pools.items():
+        for category, ids in by_cat.items():
+            # One generator per relation and category: adding facts of one relation leaves the
+            # draws of every other relation as they were.
+            by_cat[category] = _draw(ids, len(ids), random.Random(f"same-relation:{config.seed}:{relation}:{category}"))
+    return pools
+
+
+def _same_relation_extras(config: MixConfig, trained: list[str], by_category: dict[str, list[str]],
+                          heldout: dict[str, list[str]], relation_of: dict[str, str]
+                          ) -> tuple[dict[str, list[str]], list[str]]:
+    """k known facts of its own relation per trained Unknown fact, and every relation that has too few.
+
+    The rule: each relation's free HighlyKnown facts (seeded order) come first, then its free
+    MaybeKnown facts; the Unknown facts of a relation take k of them each, in the order they were
+    drawn, so no known fact is used twice.
+    """
+    held = {fid for ids in heldout.values() for fid in ids}
+    pools = _same_relation_pools(config, by_category, held, relation_of)
+    needs = Counter(relation_of[fid] for fid in trained)
+    problems = []
+    for relation in sorted(needs):
+        free = pools.get(relation, {})
+        have = {cat: len(free.get(cat, [])) for cat in SAME_RELATION_CATEGORIES}
+        needed = needs[relation] * config.extra
+        if needed > sum(have.values()):
+            reserved = {cat: sum(relation_of[f] == relation for f in heldout[cat]) for cat in SAME_RELATION_CATEGORIES}
+            problems.append(
+                f"relation {relation!r}: {needs[relation]} Unknown fact(s) × {config.extra} need {needed} known facts, "
+                f"it has {have['HighlyKnown']} HighlyKnown + {have['MaybeKnown']} MaybeKnown free "
+                f"({reserved['HighlyKnown']} HighlyKnown and {reserved['MaybeKnown']} MaybeKnown held out for evaluation)")
+    if problems:
+        return {}, problems
+    ordered = {rel: [fid for cat in SAME_RELATION_CATEGORIES for fid in by_cat.get(cat, [])]
+               for rel, by_cat in pools.items()}
+    used: Counter = Counter()
+    extras = {}
+    for fid in trained:
+        relation = relation_of[fid]
+        start = used[relation]
+        extras[fid] = ordered[relation][start:start + config.extra]
+        used[relation] += config.extra
+    return extras, []
+
+
+def same_relation_problems(config: MixConfig, facts: list[Fact], categories: list[dict]) -> list[str]:
+    """The relations too short of known facts for a ``same_relation_known`` mixture (``[]``: none).
+
+    Runs the builder's own draws (held-out sets, Unknown facts), so a study can refuse such a
+    cell before anything trains, with the very numbers ``build_mixture`` would report.
+    """
+    if config.kind != "same_relation_known" or config.extra == 0:
+        return []
+    by_id = {f.id: f for f in facts}
+    category_of = check_categories(categories, set(by_id))
+    by_category = {cat: sorted(fid for fid, c in category_of.items() if c == cat) for cat in CATEGORIES}
+    heldout = _heldout(by_category, config)
+    held = {fid for ids in heldout.values() for fid in ids}
+    try:
+        trained, _ = _draw_unknown(config, by_category, held, heldout)
+    except KnowpackError as exc:
+        return [exc.message]
+    relation_of = {fid: fact.relation for fid, fact in by_id.items()}
+    return _same_relation_extras(config, trained, by_category, heldout, relation_of)[1]
 
 
 def _control_examples(config: MixConfig, by_category: dict[str, list[str]], heldout: dict[str, list[str]],

@@ -8,11 +8,16 @@ from pydantic import Field
 
 from knowpack.schema import StrictModel
 
-MixKind = Literal["highly_known", "maybe_known", "paraphrase", "control"]
-KINDS: tuple[str, ...] = ("highly_known", "maybe_known", "paraphrase", "control")
+MixKind = Literal["highly_known", "maybe_known", "paraphrase", "same_relation_known", "control"]
+KINDS: tuple[str, ...] = ("highly_known", "maybe_known", "paraphrase", "same_relation_known", "control")
 # Category a known-fact kind draws from (a control mixture holds HighlyKnown facts only).
 KIND_CATEGORY = {"highly_known": "HighlyKnown", "maybe_known": "MaybeKnown", "control": "HighlyKnown"}
-KIND_LABELS = {"highly_known": "HK", "maybe_known": "MK", "paraphrase": "Para", "control": "Ctrl"}
+# same_relation_known draws from these categories, in this order: the relation's HighlyKnown facts
+# first, its MaybeKnown facts only once those run out (the surest known facts protect best, and a
+# relation rarely has enough of them alone).
+SAME_RELATION_CATEGORIES: tuple[str, ...] = ("HighlyKnown", "MaybeKnown")
+KIND_LABELS = {"highly_known": "HK", "maybe_known": "MK", "paraphrase": "Para", "same_relation_known": "SameRel",
+               "control": "Ctrl"}
 
 
 class MixConfig(StrictModel):
@@ -23,6 +28,10 @@ class MixConfig(StrictModel):
     the same across a study grid that shares the seed. ``retention_sample`` of the held-out
     HighlyKnown facts are re-checked after every training epoch.
 
+    ``kind="same_relation_known"``: the k extras of each Unknown fact are known facts of that fact's
+    relation — HighlyKnown ones first, MaybeKnown ones once the relation has no HighlyKnown left —
+    to ask whether known facts of the same relation protect old knowledge or interfere with it.
+
     ``kind="control"`` is the yardstick of the cell (n, k) it controls: the same number of
     training examples, n·(1 + k), hence the same optimizer steps, but every one a HighlyKnown fact
     — so its shifts measure what fine-tuning itself does, without new knowledge.
@@ -31,7 +40,8 @@ class MixConfig(StrictModel):
     unknown: int = Field(ge=1, description="n: Unknown facts to train on")
     extra: int = Field(0, ge=0, description="k: extra items per Unknown fact")
     kind: MixKind = Field("paraphrase", description="what the k extras are: highly_known | maybe_known | "
-                                                    "paraphrase; control = only known facts")
+                                                    "paraphrase | same_relation_known (known facts of the new "
+                                                    "fact's own relation); control = only known facts")
     seed: int = Field(0, description="seed of every draw (held-out sets, trained facts, extras)")
     heldout_per_category: int = Field(50, ge=0, description="held-out facts per category (locality checks)")
     retention_sample: int = Field(20, ge=0, description="held-out HighlyKnown facts re-checked every epoch")
@@ -76,6 +86,12 @@ def mixture_from_label(label: str) -> tuple[int, str] | None:
 
 
 def label_sort_key(label: str) -> tuple:
-    """Sort key of a mixture label in the paper's column order (unknown labels last, by name)."""
-    parsed = mixture_from_label(label)
-    return (3, 0, 0, label) if parsed is None else (*mixture_sort_key(*parsed), label)
+    """Sort key of a mixture label in the paper's column order (unknown labels last, by name).
+
+    A report label may carry the cell's other varying axes after ``" | "`` (``10 Para | tiny-a``):
+    labels are then grouped by that suffix first, so each model's (or setting's) mixtures stand
+    side by side in the paper's order.
+    """
+    head, _, facets = str(label).partition(" | ")
+    parsed = mixture_from_label(head)
+    return (facets, *((3, 0, 0) if parsed is None else mixture_sort_key(*parsed)), label)

@@ -13,8 +13,12 @@ from knowpack.io import atomic_path
 from knowpack.report.stats import t_interval
 from knowpack.study.store import CellStore, StudyStore
 
-AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset"]
+AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop"]
 ID_COLUMNS = ["key", "mixture", *AXIS_COLUMNS, "state"]
+# Axes besides n and the mixture that can tell cells apart; the report shows the ones that vary
+# beside the mixture label (``10 Para | tiny-a, early stop``), so no two series share a column.
+FACET_AXES = ("model", "early_stop", "rank", "lr", "loss", "preset")
+FACET_SEPARATOR = " | "
 
 # results.csv column -> its one dotted path in metrics.json.
 METRIC_PATHS: dict[str, str] = {
@@ -78,6 +82,7 @@ def cell_row(cs: CellStore) -> dict[str, Any]:
     record, status = cs.record, cs.status()
     row: dict[str, Any] = {"key": cs.key, "mixture": record.mixture, "state": status.state}
     row.update({a: record.axes.get(a) for a in AXIS_COLUMNS})
+    row.update(cell_facets(record))
     evaluated = is_done(cs.eval_dir)
     row.update(metric_values(EvalMetrics.read(cs.eval_dir)) if evaluated
                else dict.fromkeys([*METRIC_PATHS, "attractors"], math.nan))
@@ -88,6 +93,56 @@ def cell_row(cs: CellStore) -> dict[str, Any]:
     row["wall_seconds"] = status.seconds if status.seconds is not None else (
         sum(status.timings.values()) if status.timings else math.nan)
     return row
+
+
+def cell_facets(record) -> dict[str, Any]:
+    """The cell's model and early-stopping setting, filled in even when they are not grid axes
+    (the study's one model, the train config's ``early_stop``), so every row names both."""
+    return {"model": record.axes.get("model") or record.identity.get("model"),
+            "early_stop": record.axes["early_stop"] if record.axes.get("early_stop") is not None
+            else record.train.get("early_stop")}
+
+
+def _facet_text(name: str, value: Any) -> str:
+    if name == "model":
+        from knowpack.study.grid import model_name
+
+        return model_name(value)
+    if name == "early_stop":
+        # numpy booleans (pandas cells) are not ``True``; a CSV round trip gives strings.
+        on = value == "True" if isinstance(value, str) else bool(value) and value == value
+        return "early stop" if on else "fixed epochs"
+    return f"{name}={value}"
+
+
+def varying_facets(frame: pd.DataFrame) -> list[str]:
+    """The facet axes of ``frame`` with more than one value (what the report must tell apart)."""
+    return [c for c in FACET_AXES if c in frame and frame[c].astype(str).nunique() > 1]
+
+
+def series_label(mixture: str, values: dict[str, Any], facets: list[str]) -> str:
+    """The mixture label, followed by the varying facet values when there are any."""
+    if not facets:
+        return mixture
+    return mixture + FACET_SEPARATOR + ", ".join(_facet_text(f, values.get(f)) for f in facets)
+
+
+def with_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``mixture`` replaced by :func:`series_label` (unchanged when nothing varies)."""
+    facets = varying_facets(frame)
+    if frame.empty or not facets:
+        return frame
+    labels = [series_label(row["mixture"], row, facets) for row in frame.to_dict("records")]
+    return frame.assign(mixture=labels)
+
+
+def cell_series(study_dir: str | Path) -> dict[str, str]:
+    """Cell key → its report label (:func:`series_label` over the study's varying facets)."""
+    cells = StudyStore(study_dir).cells()
+    rows = [{"key": cs.key, "mixture": cs.record.mixture, **{a: cs.record.axes.get(a) for a in FACET_AXES},
+             **cell_facets(cs.record)} for cs in cells]
+    frame = pd.DataFrame(rows, columns=["key", "mixture", *FACET_AXES])
+    return dict(zip(frame["key"], with_series(frame)["mixture"])) if len(frame) else {}
 
 
 def results_frame(study_dir: str | Path) -> pd.DataFrame:
@@ -129,13 +184,13 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
 
 def curves_frame(study_dir: str | Path) -> pd.DataFrame:
     """Every cell's curve.csv stacked with its axes (for the reliability-vs-epoch figure)."""
-    parts = []
+    parts, labels = [], cell_series(study_dir)
     for cs in StudyStore(study_dir).cells():
         curve = _curve(cs)
         if curve is None:
             continue
         record = cs.record
-        parts.append(curve.assign(key=cs.key, mixture=record.mixture,
+        parts.append(curve.assign(key=cs.key, mixture=labels.get(cs.key, record.mixture),
                                   **{a: record.axes.get(a) for a in ("unknown", "extra", "kind", "seed")}))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
@@ -169,11 +224,13 @@ def order_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_table(summary: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """unknown, mixture, n_seeds + mean/CI of ``columns`` (the ones present), in paper order."""
+    """unknown, mixture, the varying facets (model, early_stop, …), n_seeds + mean/CI of ``columns``
+    (the ones present), in paper order."""
     keep = [c for c in columns if f"{c}_mean" in summary]
     if summary.empty or not keep:
         return pd.DataFrame()
-    cols = ["unknown", "mixture", "n_seeds"] + [f"{c}_{s}" for c in keep for s in ("mean", "ci_low", "ci_high")]
+    cols = ["unknown", "mixture", *varying_facets(summary), "n_seeds"] + \
+        [f"{c}_{s}" for c in keep for s in ("mean", "ci_low", "ci_high")]
     return order_cells(summary[cols]).reset_index(drop=True)
 
 
@@ -181,7 +238,10 @@ def cell_metrics(study_dir: str | Path) -> list[tuple[CellStore, dict[str, Any],
     """(cell, cell.json as a dict, metrics.json) for every evaluated cell."""
     from knowpack.evaluate.artifacts import is_done
 
-    return [(cs, cs.record.model_dump(), EvalMetrics.read(cs.eval_dir))
+    labels = cell_series(study_dir)
+    # ``mixture`` is the report label: cells of other models or settings never share a row.
+    return [(cs, {**cs.record.model_dump(), "mixture": labels.get(cs.key, cs.record.mixture)},
+             EvalMetrics.read(cs.eval_dir))
             for cs in StudyStore(study_dir).cells() if is_done(cs.eval_dir)]
 
 
@@ -251,11 +311,15 @@ def transition_matrices(transitions: pd.DataFrame) -> list[tuple[str, pd.DataFra
     for comparison, title in (("base→base(same prompts)", "paired floor (base vs base)"),
                               ("base→base(other prompts)", "prompt sensitivity (base vs base)")):
         floor = transitions[transitions["comparison"] == comparison]
-        if len(floor):
-            # Every cell of a seed shares its base-model re-probes; one cell's matrix is the yardstick.
-            first = floor.iloc[0]
-            floor = floor[(floor["unknown"] == first["unknown"]) & (floor["mixture"] == first["mixture"])]
-            out.append((title, floor.pivot_table(index="from", columns="to", values="count", aggfunc="sum")))
+        # Every cell of a seed shares its base-model re-probes; one cell's matrix is the yardstick —
+        # one per facet group (each model has its own base model).
+        groups = floor["mixture"].str.partition(FACET_SEPARATOR)[2] if len(floor) else pd.Series(dtype=str)
+        for group in dict.fromkeys(groups):
+            part = floor[groups == group]
+            first = part.iloc[0]
+            part = part[(part["unknown"] == first["unknown"]) & (part["mixture"] == first["mixture"])]
+            out.append((f"{title}{' · ' + group if group else ''}",
+                        part.pivot_table(index="from", columns="to", values="count", aggfunc="sum")))
     return out
 
 
@@ -275,45 +339,61 @@ def fact_outcomes(cs: CellStore) -> pd.DataFrame | None:
                          "negative": [p in NEGATIVE for p in pairs]})
 
 
+def _paired_mixtures(evaluated: dict[tuple, CellStore]) -> list[tuple[int, str, str]]:
+    """(n, baseline, mixture) pairs to compare: per n and per facet group (the label after
+    ``" | "``: a model, a setting), every mixture against the group's first one (``w/o`` when present)."""
+    from knowpack.report.plots import mixture_order
+
+    pairs = []
+    for n in sorted({k[0] for k in evaluated}):
+        groups: dict[str, list[str]] = {}
+        for label in mixture_order({k[1] for k in evaluated if k[0] == n}):
+            groups.setdefault(label.partition(FACET_SEPARATOR)[2], []).append(label)
+        for labels in groups.values():
+            pairs += [(n, labels[0], mixture) for mixture in labels[1:]]
+    return pairs
+
+
+def _paired_rows(evaluated: dict[tuple, CellStore], n: int, baseline: str, mixture: str, n_boot: int) -> list[dict]:
+    """The positive and negative shift rows of one mixture against its baseline at n."""
+    from knowpack.report.stats import mcnemar_exact, paired_bootstrap
+
+    a_parts, b_parts = {"positive": [], "negative": []}, {"positive": [], "negative": []}
+    seeds = sorted(s for (m_n, m, s) in evaluated if m_n == n and m == mixture and (n, baseline, s) in evaluated)
+    for seed in seeds:
+        a, b = fact_outcomes(evaluated[(n, mixture, seed)]), fact_outcomes(evaluated[(n, baseline, seed)])
+        if a is None or b is None:
+            continue
+        joined = a.merge(b, on="id", suffixes=("_a", "_b"))
+        for side in a_parts:
+            a_parts[side] += joined[f"{side}_a"].tolist()
+            b_parts[side] += joined[f"{side}_b"].tolist()
+    rows = []
+    for side in ("positive", "negative"):
+        a_vals, b_vals = a_parts[side], b_parts[side]
+        if not a_vals:
+            continue
+        test = mcnemar_exact(a_vals, b_vals)
+        diff = paired_bootstrap(a_vals, b_vals, n_boot=n_boot, seed=n)
+        rows.append({"unknown": n, "mixture": mixture, "baseline": baseline, "shift": side,
+                     "seeds": len(seeds), "pairs": test.n,
+                     "rate": sum(a_vals) / len(a_vals), "rate_baseline": sum(b_vals) / len(b_vals),
+                     "diff": diff.diff, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
+                     "only_mixture": test.only_a, "only_baseline": test.only_b, "p_mcnemar": test.pvalue})
+    return rows
+
+
 def paired_tests(study_dir: str | Path, *, n_boot: int = 2000) -> pd.DataFrame:
     """Each mixture vs the baseline mixture (``w/o`` when present) at the same n, paired per fact.
 
     Pairs are the held-out facts both cells share, pooled over the seeds where both cells finished;
-    returns rates, their difference with a paired bootstrap CI and the exact McNemar p-value.
+    returns rates, their difference with a paired bootstrap CI and the exact McNemar p-value. With
+    several models (or other varying facets) each is compared within its own group.
     """
-    from knowpack.report.plots import mixture_order
-    from knowpack.report.stats import mcnemar_exact, paired_bootstrap
-
     evaluated = {}
     for cs, config, _ in cell_metrics(study_dir):
         axes = config["axes"]
         evaluated[(axes["unknown"], config["mixture"], axes["seed"])] = cs
-    if not evaluated:
-        return pd.DataFrame()
-    rows = []
-    for n in sorted({k[0] for k in evaluated}):
-        mixtures = mixture_order({k[1] for k in evaluated if k[0] == n})
-        baseline = mixtures[0]
-        for mixture in mixtures[1:]:
-            a_parts, b_parts = {"positive": [], "negative": []}, {"positive": [], "negative": []}
-            seeds = sorted(s for (m_n, m, s) in evaluated if m_n == n and m == mixture and (n, baseline, s) in evaluated)
-            for seed in seeds:
-                a, b = fact_outcomes(evaluated[(n, mixture, seed)]), fact_outcomes(evaluated[(n, baseline, seed)])
-                if a is None or b is None:
-                    continue
-                joined = a.merge(b, on="id", suffixes=("_a", "_b"))
-                for side in a_parts:
-                    a_parts[side] += joined[f"{side}_a"].tolist()
-                    b_parts[side] += joined[f"{side}_b"].tolist()
-            for side in ("positive", "negative"):
-                a_vals, b_vals = a_parts[side], b_parts[side]
-                if not a_vals:
-                    continue
-                test = mcnemar_exact(a_vals, b_vals)
-                diff = paired_bootstrap(a_vals, b_vals, n_boot=n_boot, seed=n)
-                rows.append({"unknown": n, "mixture": mixture, "baseline": baseline, "shift": side,
-                             "seeds": len(seeds), "pairs": test.n,
-                             "rate": sum(a_vals) / len(a_vals), "rate_baseline": sum(b_vals) / len(b_vals),
-                             "diff": diff.diff, "diff_ci_low": diff.low, "diff_ci_high": diff.high,
-                             "only_mixture": test.only_a, "only_baseline": test.only_b, "p_mcnemar": test.pvalue})
+    rows = [row for n, baseline, mixture in _paired_mixtures(evaluated)
+            for row in _paired_rows(evaluated, n, baseline, mixture, n_boot)]
     return pd.DataFrame(rows)

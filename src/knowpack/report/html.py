@@ -174,7 +174,8 @@ def _shifts(b: _Builder, summary: pd.DataFrame) -> None:
     body = _img(plots.shifts_vs_n(summary, b.plot("shifts_vs_n")), "shifts vs n") + _html_table(wide, index=False)
     b.add("shifts", "Knowledge shifts (paper Table 3)", body,
           "Share of held-out (untrained) facts whose SliCK category improved (positive: UK→MK/HK, MK→HK, "
-          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). Ctrl columns are control adapters: "
+          "WK→MK/HK) or degraded (negative: HK→MK/WK/UK, MK→WK/UK). SameRel columns train each Unknown fact "
+          "with k known facts of its own relation (HighlyKnown first, then MaybeKnown). Ctrl columns are control adapters: "
           "the same number of examples and steps with known facts only, i.e. what fine-tuning itself does. "
           "Paired floor: the base model probed again with the same prompts (the like-for-like yardstick, "
           "close to zero); prompt sensitivity: the base model with another draw of few-shot prompts; shift "
@@ -190,9 +191,8 @@ def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
     table = b.table("benchmarks", agg.metric_table(summary, present))
     body = _img(plots.benchmarks_vs_n(summary, b.plot("benchmarks_vs_n")), "benchmarks vs n")
     for name in [n for n in present if not n.endswith("_base")]:
-        base = table.get(f"{name}_base_mean")
         label = plots.BENCHMARK_LABELS.get(name, name)
-        base_txt = f" — base model {base.mean():.3f}" if base is not None and not base.isna().all() else ""
+        base_txt = _base_benchmark_text(table, f"{name}_base_mean")
         body += f"<h3>{html.escape(label)}{base_txt}</h3>" + _html_table(pivot_ci(table, name), index=False)
     settings = _study(b.store).get("identity", {}).get("eval") or {}  # the full EvalConfig
     note = "Accuracy of the adapted model; the dashed line is the base model on the same questions."
@@ -203,14 +203,32 @@ def _benchmarks(b: _Builder, summary: pd.DataFrame) -> None:
     b.add("benchmarks", "Benchmarks (paper Figs. 3–4)", body, note)
 
 
+def _base_benchmark_text(table: pd.DataFrame, column: str) -> str:
+    """`` — base model 0.412`` (per model when the study compares several); empty without a value."""
+    base = table.get(column)
+    if base is None or base.isna().all():
+        return ""
+    if "model" not in table:
+        return f" — base model {base.mean():.3f}"
+    from knowpack.study.grid import model_name
+
+    per_model = table.groupby("model", sort=False)[column].mean()
+    return " — base model " + ", ".join(f"{model_name(m)} {v:.3f}" for m, v in per_model.items())
+
+
 def _refusals(b: _Builder, summary: pd.DataFrame) -> None:
     cols = ["refusal_rate_base", "refusal_rate", "unique_answers_base", "unique_answers"]
     table = _metric_section(b, summary, "refusals_unique", cols, "Refusals and answer diversity (paper Table 4)")
     if table.empty:
         return
-    rows = [{"model": "base model",
-             "refusal rate": f"{table['refusal_rate_base_mean'].mean():.3f}",
-             "unique answers": f"{table['unique_answers_base_mean'].mean():.0f}"}]
+    from knowpack.study.grid import model_name
+
+    rows = []
+    # One base-model row per model compared (each adapter is measured against its own base model).
+    for name, part in (table.groupby("model", sort=False) if "model" in table else [(None, table)]):
+        rows.append({"model": "base model" if name is None else f"base model {model_name(name)}",
+                     "refusal rate": f"{part['refusal_rate_base_mean'].mean():.3f}",
+                     "unique answers": f"{part['unique_answers_base_mean'].mean():.0f}"})
     for _, r in table.iterrows():
         rows.append({"model": f"{r['unknown']} UK + {r['mixture']}",
                      "refusal rate": fmt_ci(r["refusal_rate_mean"], r["refusal_rate_ci_low"], r["refusal_rate_ci_high"]),
@@ -319,7 +337,8 @@ def _manifest(b: _Builder, results: pd.DataFrame) -> None:
         "python": manifest.get("python"), "platform": manifest.get("platform"),
         "packages": manifest.get("packages", {}), "study run started": manifest.get("created"),
     }
-    cells = results[[c for c in ("key", "unknown", "mixture", "seed", "state", "epochs", "wall_seconds") if c in results]]
+    columns = ("key", "unknown", "mixture", *agg.varying_facets(results), "seed", "state", "epochs", "wall_seconds")
+    cells = results[[c for c in columns if c in results]]
     body = ("<pre>" + html.escape(_yaml({k: v for k, v in info.items() if v not in (None, [], {})})) + "</pre>"
             + "<h3>Cells (content-addressed folders under cells/)</h3>" + _html_table(cells, index=False, digits=0)
             + "<h3>Study spec (after overrides)</h3><pre>"
@@ -393,10 +412,12 @@ def build_report(study_dir: str | Path) -> Path:
     b = _Builder(store)
     b.table("curves", curves)
     _verdicts(b, study_verdicts(store, results, curves))
-    _reliability(b, summary, curves)
-    _shifts(b, summary)
-    _benchmarks(b, summary)
-    _refusals(b, summary)
+    # Cells that differ in model, early stopping or another varying axis get their own series label.
+    shown = agg.with_series(summary)
+    _reliability(b, shown, curves)
+    _shifts(b, shown)
+    _benchmarks(b, shown)
+    _refusals(b, shown)
     _explanations(b)
     _transitions(b)
     _attractors(b)
@@ -405,6 +426,10 @@ def build_report(study_dir: str | Path) -> Path:
     _manifest(b, results)
     study = _study(store)
     model = (study.get("identity") or {}).get("model", "?")
+    if isinstance(model, list):  # grid.model: the models compared side by side
+        from knowpack.study.grid import model_name
+
+        model = " vs ".join(model_name(m) for m in model)
     done = int((results["state"] == "done").sum())
     kpis = [("cells done", f"{done}/{len(results)}"),
             ("seeds", str(results["seed"].nunique())),

@@ -92,7 +92,8 @@ def _stage_steps(ctx: CellContext, cell: Cell, cs: CellStore) -> list[tuple[str,
                                       progress=ctx.progress, **curve_inputs(cs.mix_dir).as_kwargs())),
         ("evaluate", lambda: evaluated(cs.eval_dir),
          lambda: stages.evaluate(ctx.study.eval, ctx.model, cs.train_dir / "adapter", cs.mix_dir, cs.eval_dir,
-                                 progress=ctx.progress, base_cache=ctx.base_dir.parent / "reprobes")),
+                                 progress=ctx.progress, base_cache=ctx.base_dir.parent / "reprobes",
+                                 **_eval_extras(ctx))),
     ]
 
 
@@ -116,6 +117,11 @@ def _mix_extras(ctx: CellContext) -> dict[str, Any]:
     return {"paraphrases": ctx.paraphrases} if ctx.paraphrases else {}
 
 
+def _eval_extras(ctx: CellContext) -> dict[str, Any]:
+    # Category shots come from the study's facts outside the mixture; the mix folder holds only its own.
+    return {"shot_facts": ctx.facts} if ctx.study.eval.benchmark_shot_category else {}
+
+
 def _model_is_clean(loaded: Any) -> bool:
     """True when no LoRA layers are left in the shared base model (stages must restore it)."""
     model = getattr(loaded, "model", None)
@@ -126,8 +132,11 @@ def _model_is_clean(loaded: Any) -> bool:
 
 def ensure_clean_model(ctx: CellContext) -> None:
     """Reload the base model if a stage left adapter layers in it, so the next cell starts from
-    the true base model (training on top of a previous cell's adapter would corrupt every result)."""
-    if not _model_is_clean(ctx.model):
+    the true base model (training on top of a previous cell's adapter would corrupt every result),
+    or if it was released while another model of the study was being prepared."""
+    if ctx.model is None:
+        ctx.model = ctx.stages.load_model(ctx.study.spec.model)
+    elif not _model_is_clean(ctx.model):
         log.warning("the base model still carries LoRA layers after a cell; reloading it")
         ctx.model = ctx.stages.load_model(ctx.study.spec.model)
 

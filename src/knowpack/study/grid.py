@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from knowpack.study.spec import Study
 
 # Grid axis -> TrainConfig field it sets (the other axes go to MixConfig).
-TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed"}
-AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset")
+TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed", "early_stop": "early_stop"}
+AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "early_stop")
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,18 @@ class Cell:
         """Paper-style mixture label: ``w/o`` for k = 0, else e.g. ``10 Para`` / ``1 HK``."""
         return mixture_label(self.axes["extra"], self.axes["kind"])
 
+    @property
+    def model(self) -> str | None:
+        """The cell's model when the study compares several (``grid.model``), else None."""
+        return self.axes.get("model")
+
     def title(self) -> str:
         """Short human label used in progress lines and tables."""
         extra = [f"{k}={self.axes[k]}" for k in ("rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
+        if self.axes.get("early_stop") is not None:
+            extra.append("early-stop" if self.axes["early_stop"] else "fixed-epochs")
+        if self.model is not None:
+            extra.append(f"model={model_name(self.model)}")
         return " ".join([f"{self.axes['unknown']} UK + {self.mixture}", f"seed={self.axes['seed']}", *extra])
 
     def record(self, study_identity: dict[str, Any]) -> CellRecord:
@@ -47,6 +56,16 @@ class Cell:
         return CellRecord(key=self.key, eval_key=self.eval_key, axes=self.axes, mixture=self.mixture,
                           identity=study_identity, mix=self.mix.model_dump(mode="json"),
                           train=self.train.model_dump(mode="json"))
+
+
+def model_name(spec: str) -> str:
+    """A model spec as short as tables need it: a folder's last part, else the spec itself."""
+    return Path(str(spec)).name or str(spec)
+
+
+def cell_identity(study: Study, cell: Cell) -> dict[str, Any]:
+    """What the cell shares with the other cells of its model (:func:`study_identity` of that model)."""
+    return study_identity(study.for_model(cell.model) if cell.model is not None else study)
 
 
 def study_identity(study: Study) -> dict[str, Any]:
@@ -118,6 +137,11 @@ def expand_grid(study: Study) -> list[Cell]:
     identical settings map to the same folder and any change gets a new one; the evaluation
     settings get their own key, so changing them re-evaluates existing adapters.
     """
+    if study.spec.grid.model:
+        # One sub-grid per model, keyed exactly as a one-model study of it: adding a model to a
+        # study keeps the finished cells of the others.
+        return [replace(cell, axes={**cell.axes, "model": model})
+                for model in study.spec.grid.model for cell in expand_grid(study.for_model(model))]
     identity = hash_identity(study)
     # Evaluation settings address a sub-folder, not the cell: re-evaluating never retrains.
     eval_key = stable_hash(identity.pop("eval"), length=10)

@@ -92,12 +92,23 @@ def _target_problems(cells: list[Cell], model) -> list[str]:
             f"(available linear modules: {', '.join(sorted(available))})"]
 
 
-def _pool_problems(cells: list[Cell], categories: list[dict]) -> list[str]:
-    """Cells whose mixture needs more facts of a category than the base probe found."""
+def _category_shots_needed(study: Study) -> int:
+    """Facts of ``eval.benchmark_shot_category`` the evaluation takes as fixed exemplars (0: none),
+    outside the mixture; same-relation shots need no fixed number."""
+    if study.eval.benchmark_shot_category is None:
+        return 0
+    probe = study.probe.model_copy(update=study.eval.probe)  # what the evaluation's re-probes use
+    return probe.prompts * probe.shots if probe.shot_pool == "fixed" else 0
+
+
+def _pool_problems(study: Study, cells: list[Cell], categories: list[dict], facts: list | None = None) -> list[str]:
+    """Cells whose mixture needs more facts of a category (or, for same-relation mixtures, of a
+    relation) than the base probe found."""
+    from knowpack.mix.build import same_relation_problems
     from knowpack.mix.config import KIND_CATEGORY
 
     counts = Counter(row["category"] for row in categories)
-    problems = []
+    problems, shots = [], _category_shots_needed(study)
     for cell in cells:
         mix = cell.mix
         reserved = {c: min(mix.heldout_per_category, counts[c]) for c in counts}
@@ -109,20 +120,29 @@ def _pool_problems(cells: list[Cell], categories: list[dict]) -> list[str]:
             need["Unknown"] += mix.unknown
             if mix.kind in KIND_CATEGORY:
                 need[KIND_CATEGORY[mix.kind]] += mix.unknown * mix.extra
+        if shots:
+            need[study.eval.benchmark_shot_category] += shots
         for category, n in need.items():
             if n > free.get(category, 0):
-                problems.append(f"grid cell {cell.title()}: needs {n} {category} facts, the base probe has "
+                with_shots = f", {shots} of them few-shot exemplars" if shots and category == \
+                    study.eval.benchmark_shot_category else ""
+                problems.append(f"grid cell {cell.title()}: needs {n} {category} facts{with_shots}, the base probe has "
                                 f"{counts.get(category, 0)} ({reserved.get(category, 0)} held out for evaluation)")
+        if facts is not None and not any(p.startswith(f"grid cell {cell.title()}:") for p in problems):
+            # The same draws as `knowpack mix`: which relations the n Unknown facts fall in decides the need.
+            problems += [f"grid cell {cell.title()}: {p}" for p in same_relation_problems(mix, facts, categories)]
     return problems
 
 
-def preflight(study: Study, cells: list[Cell], model, categories: list[dict] | None = None) -> None:
-    """Every check decidable from the spec and the model (and, once it is given, the base probe's
-    ``categories``), before the first cell trains."""
+def preflight(study: Study, cells: list[Cell], model, categories: list[dict] | None = None,
+              facts: list | None = None) -> None:
+    """Every check decidable from the spec and the model (and, once they are given, the base probe's
+    ``categories`` and the study's ``facts``, whose relations same-relation mixtures need), before
+    the first cell trains."""
     if categories is None:
         problems = _target_problems(cells, model.model) if getattr(model, "model", None) is not None else []
     else:
-        problems = _pool_problems(cells, categories)
+        problems = _pool_problems(study, cells, categories, facts)
     if problems:
         raise KnowpackError("the study cannot run as specified:\n" + "\n".join(f"  {p}" for p in problems),
                             hint="fix the keys named above, or probe more facts (facts_sample, facts)")

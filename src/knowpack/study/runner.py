@@ -16,7 +16,7 @@ from knowpack.manifest import refuse_foreign, stamp
 from knowpack.study.artifacts import StudyRecord
 from knowpack.study.cells import CellContext, Stages, StudyRun, check_same_model
 from knowpack.study.executors import Executor, LocalExecutor
-from knowpack.study.grid import Cell, expand_grid, hash_identity, study_identity
+from knowpack.study.grid import Cell, cell_identity, expand_grid, hash_identity, study_identity
 from knowpack.study.spec import Study
 from knowpack.study.store import StudyStore, now
 
@@ -43,6 +43,8 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
     from knowpack.study.plan import study_claims
 
     identity = study_identity(study)
+    if study.spec.grid.model:
+        identity["model"] = study.models  # each cell.json names its own one
     claims = study_claims(study)
     StudyRecord(name=study.spec.name, source=str(study.source) if study.source else None,
                 overrides=study.overrides, spec=study.spec.model_dump(mode="json"), identity=identity,
@@ -53,7 +55,7 @@ def _write_study_file(study: Study, store: StudyStore, cells: list[Cell]) -> Non
         cs = store.cell(cell.key)
         cs.root.mkdir(parents=True, exist_ok=True)
         # Rewritten every run: the folder key is fixed, but the evaluation settings may have changed.
-        cell.record(identity).write(cs.root)
+        cell.record(cell_identity(study, cell)).write(cs.root)
         if not cs.status_file.is_file():
             cs.write_status("pending", title=cell.title())
 
@@ -99,7 +101,7 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
         log.info("probing the base model once for all cells → %s", base)
         stages.run_probe(study.probe, facts, model, base, progress=progress)
     check_same_model(model, ProbeFolder(base), study)
-    preflight(study, cells, model, ProbeFolder(base).category_dicts())  # enough facts for every cell?
+    preflight(study, cells, model, ProbeFolder(base).category_dicts(), facts)  # enough facts for every cell?
     paraphrases = None
     if study.spec.paraphrases:
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
@@ -109,7 +111,24 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,
                progress: bool, mlflow: bool, executor: Executor | None = None) -> None:
-    ctx = _prepare(study, stages, store, todo, progress)
-    stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0],
-          inputs={"base_probe": ctx.base_dir.name}, details={"cells": [c.key for c in run.cells]})
-    (executor or LocalExecutor()).run(ctx, todo, run, mlflow=mlflow)
+    """Prepare every model of the study (base probe, preflight), then run its cells model by model.
+
+    Every model is probed and checked before the first cell trains, so a problem with the second
+    model fails in minutes, not after the first model's cells; only the model whose cells run
+    stays loaded.
+    """
+    groups = [(model, [c for c in todo if (c.model or study.spec.model) == model]) for model in study.models]
+    contexts = []
+    for i, (model, cells) in enumerate(g for g in groups if g[1]):
+        ctx = _prepare(study.for_model(model) if study.spec.grid.model else study, stages, store, cells, progress)
+        if i:
+            contexts[-1][0].model = None  # released; ensure_clean_model loads it again for its cells
+        contexts.append((ctx, cells))
+    # One base probe per model; with several models each is named after its model.
+    base = {"base_probe" if not study.spec.grid.model else f"base_probe[{ctx.study.spec.model}]": ctx.base_dir.name
+            for ctx, _ in contexts}
+    stamp(store.root, stage="study", config=study.spec, seed=study.spec.grid.seed[0], inputs=base,
+          details={"cells": [c.key for c in run.cells]})
+    for ctx, cells in contexts:
+        (executor or LocalExecutor()).run(ctx, cells, run, mlflow=mlflow)
+

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.config import EvalConfig
@@ -65,8 +65,12 @@ class GridSpec(StrictModel):
     lr: list[float] | None = None
     loss: list[str] | None = None
     preset: list[str] | None = None
+    model: list[str] | None = Field(None, description="models to compare (specs as for `model`); each gets its "
+                                                       "own base probe and cells")
+    early_stop: list[bool] | None = Field(None, description="train each cell with early stopping, with fixed "
+                                                             "epochs, or both ([false, true])")
 
-    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset")
+    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop")
     @classmethod
     def _non_empty_unique(cls, value: list | None) -> list | None:
         if value is None:
@@ -111,6 +115,12 @@ class StudySpec(StrictModel):
                                                      "shipped with knowpack), a claim file, or null for none")
     out: str | None = None
 
+    @model_validator(mode="after")
+    def _one_place_for_the_model(self) -> "StudySpec":
+        if self.grid.model and "model" in self.model_fields_set:
+            raise ValueError("give the model either as `model` or as the grid axis `grid.model`, not both")
+        return self
+
     @field_validator("claims")
     @classmethod
     def _claims_readable(cls, value: str | None) -> str | None:
@@ -146,6 +156,18 @@ class Study:
     def out_dir(self) -> Path:
         """Study folder: ``out`` from the spec (relative to the working directory) or runs/<name>."""
         return Path(self.spec.out) if self.spec.out else Path("runs") / self.spec.name
+
+    @property
+    def models(self) -> list[str]:
+        """The study's models: the ``grid.model`` axis, else the one ``model``."""
+        return list(self.spec.grid.model or [self.spec.model])
+
+    def for_model(self, model: str) -> "Study":
+        """This study with one model of ``grid.model`` as its ``model``: what that model's base probe,
+        preflight and cells see (and the very study a one-model spec of that model would be)."""
+        grid = self.spec.grid.model_copy(update={"model": None})
+        spec = self.spec.model_copy(update={"model": model, "grid": grid})
+        return Study(spec=spec, source=self.source, overrides=self.overrides)
 
     @property
     def train_preset(self) -> str:

@@ -13,7 +13,7 @@ from knowpack.io import atomic_path
 from knowpack.report.stats import t_interval
 from knowpack.study.store import CellStore, StudyStore
 
-AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset"]
+AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "method"]
 ID_COLUMNS = ["key", "mixture", *AXIS_COLUMNS, "state"]
 
 # results.csv column -> its one dotted path in metrics.json.
@@ -96,7 +96,7 @@ def results_frame(study_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_PATHS, "attractors", *RUN_COLUMNS])
     # Optional metrics that no cell produced (e.g. TruthfulQA without data) are dropped, not shown as NaN.
     optional = [c for c in METRIC_PATHS if c not in REQUIRED_METRICS and frame[c].isna().all()]
-    empty_axes = [a for a in ("rank", "lr", "loss", "preset") if frame[a].isna().all()]
+    empty_axes = [a for a in ("rank", "lr", "loss", "preset", "method") if frame[a].isna().all()]
     return frame.drop(columns=optional + empty_axes)
 
 
@@ -125,6 +125,21 @@ def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
     if len(frame):
         frame = frame.sort_values(["unknown", "extra", "kind"]).reset_index(drop=True)
     return frame
+
+
+def with_arm_labels(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mixture labels that also name the training axes that vary (e.g. ``w/o · rank=4``).
+
+    The report's tables and figures are laid out by (n, mixture); a grid over ranks or methods
+    has several rows per pair, and each must stay its own row and curve.
+    """
+    varying = [a for a in ("method", "rank", "lr", "loss", "preset") if a in summary and summary[a].nunique() > 1]
+    if summary.empty or not varying:
+        return summary
+    def label(row) -> str:
+        return row["mixture"] + " · " + " ".join(f"{a}={row[a]}" for a in varying)
+
+    return summary.assign(mixture=summary.apply(label, axis=1))
 
 
 def curves_frame(study_dir: str | Path) -> pd.DataFrame:

@@ -284,6 +284,31 @@ def _paired(b: _Builder) -> None:
           "bootstrap 95% CI; p = exact McNemar test on the facts where the two cells disagree.")
 
 
+def _capacity(b: _Builder) -> None:
+    """The capacity searches (``knowpack capacity``): facts held per arm, which limit bound it, in words."""
+    from knowpack.capacity import artifacts as cap
+    from knowpack.capacity import plots as cap_plots
+
+    if not cap.CapacityResults.exists(b.store.root):
+        return
+    results = cap.CapacityResults.read(b.store.root)
+    frame = b.table("capacity", cap.capacity_frame(results))
+    shown = frame[[c for c in frame.columns if frame[c].notna().any()]]
+    words = "".join(f"<li>{html.escape(cap.describe_arm(arm))}</li>" for arm in results.arms)
+    figures = [cap_plots.capacity_vs_rank(frame, b.plot("capacity_vs_rank")),
+               cap_plots.capacity_vs_parameters(frame, b.plot("capacity_vs_parameters")),
+               cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits"))]
+    limits = [f"reliability lower bound ≥ {results.reliability:g}"] if results.reliability is not None else []
+    limits += [f"{name.replace('_', ' ')} upper bound ≤ {budget:g}" for name, budget in results.budgets.items()]
+    body = (f"<ul>{words}</ul>" + "".join(_img(f, "capacity") for f in figures if f is not None)
+            + _html_table(shown, index=False, digits=4))
+    b.add("capacity", "Capacity: facts an adapter holds before a limit", body,
+          f"Per method and rank, the largest n of new facts whose trial (every seed, each with its control "
+          f"adapter) kept every limit: {'; '.join(limits)} ({results.confidence:.0%} t-interval over seeds; a "
+          f"single seed is its own bound). Harms — {cap.harm_legend()}. Bits are likelihood bits at n found "
+          f"(written on trained facts, destroyed on held-out known facts). {cap.REFERENCE_NOTE}")
+
+
 def _base_probes(store: StudyStore) -> dict[str, Any]:
     """Per base-probe folder: model hash, probed facts and the category counts every cell starts from."""
     from knowpack.probe.artifacts import ProbeSummary, is_done
@@ -389,9 +414,11 @@ def build_report(study_dir: str | Path) -> Path:
         raise KnowpackError(f"{study_dir} holds no study cells",
                             hint="pass the `out` folder of a study (run `knowpack study run CONFIG` first)")
     results, summary = agg.write_results(store.root)
+    summary = agg.with_arm_labels(summary)
     curves = agg.curves_frame(store.root)
     b = _Builder(store)
     b.table("curves", curves)
+    _capacity(b)
     _verdicts(b, study_verdicts(store, results, curves))
     _reliability(b, summary, curves)
     _shifts(b, summary)

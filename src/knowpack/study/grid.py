@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from knowpack.study.spec import Study
 
 # Grid axis -> TrainConfig field it sets (the other axes go to MixConfig).
-TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed"}
-AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset")
+TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed", "method": "method"}
+AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "method")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Cell:
 
     def title(self) -> str:
         """Short human label used in progress lines and tables."""
-        extra = [f"{k}={self.axes[k]}" for k in ("rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
+        extra = [f"{k}={self.axes[k]}" for k in ("method", "rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
         return " ".join([f"{self.axes['unknown']} UK + {self.mixture}", f"seed={self.axes['seed']}", *extra])
 
     def record(self, study_identity: dict[str, Any]) -> CellRecord:

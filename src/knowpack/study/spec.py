@@ -23,7 +23,7 @@ from knowpack.io import load_yaml
 from knowpack.mix.config import KINDS, MixConfig
 from knowpack.probe.config import ProbeConfig
 from knowpack.schema import StrictModel
-from knowpack.train.config import DEFAULT_PRESET, TrainConfig
+from knowpack.train.config import DEFAULT_PRESET, METHODS, TrainConfig
 
 _MINIMUM = {"unknown": 1, "extra": 0}  # n >= 1 Unknown facts; k = 0 extra items is the plain mixture
 # MixConfig fields that the grid sets per cell (a study's `mix:` section cannot set them).
@@ -65,8 +65,9 @@ class GridSpec(StrictModel):
     lr: list[float] | None = None
     loss: list[str] | None = None
     preset: list[str] | None = None
+    method: list[str] | None = Field(None, description="PEFT methods (arms): " + ", ".join(METHODS))
 
-    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset")
+    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "method")
     @classmethod
     def _non_empty_unique(cls, value: list | None) -> list | None:
         if value is None:
@@ -91,6 +92,14 @@ class GridSpec(StrictModel):
         bad = [v for v in value if v not in KINDS]
         if bad:
             raise ValueError(f"unknown kind(s) {bad}; choose from {list(KINDS)}")
+        return value
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: list[str] | None) -> list[str] | None:
+        bad = [v for v in value or [] if v not in METHODS]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
         return value
 
 

@@ -50,6 +50,7 @@ def write(tmp_path, spec: dict):
     ({"reliability": None, "max_mmlu_drop": None}, "no limit given"),
     ({"kind": "control"}, "every trial gets its control itself"),
     ({"seeds": []}, "capacity.seeds"),
+    ({"controls": False, "max_negative_shift": 0.1}, "controls must be on"),
 ])
 def test_bad_capacity_section_is_one_clear_error(tmp_path, change, message):
     with pytest.raises(KnowpackError) as err:
@@ -174,9 +175,10 @@ def test_cli_run_finds_the_budget_boundary_and_reports_it(tmp_path, fake_stages)
     assert frame["mmlu_drop_budget"].tolist() == [0.0055, 0.0055]
     results = CapacityResults.read(out)
     assert [t.n for t in results.arms[0].search.trials] == [1, 2, 4, 8, 6, 5]
-    # Every cell of both searches is in results.csv: 6 trials x 2 seeds x (cell + control) per rank,
-    # the n=1..8 cells of rank 1 and rank 4 differ by rank.
-    assert len(pd.read_csv(out / "results.csv")) == 2 * 6 * 2 * 2
+    # Every cell of both searches is in results.csv: 6 trials x 2 seeds per rank; no negative-shift
+    # budget, so no control cells.
+    cells = pd.read_csv(out / "results.csv")
+    assert len(cells) == 2 * 6 * 2 and "control" not in set(cells["kind"])
     calls = dict(fake_stages.calls)
     report = cli.invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
@@ -198,3 +200,47 @@ def test_n_max_is_lowered_to_what_the_base_probe_supplies(tmp_path, fake_stages)
     assert arm.n_max_searched == 13 and arm.search.status == "n_max_reached" and arm.search.n_found == 13
     assert any("n_max lowered from 64 to 13" in note for note in arm.search.notes)
     assert not math.isnan(pd.read_csv(tmp_path / "cap" / "capacity.csv")["reliability_mean"][0])
+
+
+def _facts(path, n=24):
+    rows = [{"id": f"f{i:02d}", "subject": f"Place{i}", "relation": "capital_of" if i % 2 else "river_of",
+             "question": f"What is the capital of Place{i}?", "answer": f"Town{i}", "aliases": [f"Town{i}"]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.integration
+def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """2 ranks x LoRA, n in 1..4, 1 epoch: real training, evaluation, bits and the report section."""
+    spec = {
+        "name": "tiny-capacity", "model": str(tiny_model_dir), "facts": str(_facts(tmp_path / "facts.jsonl")),
+        "probe": {"prompts": 1, "shots": 1, "samples": 0, "max_new_tokens": 4, "batch_size": 16},
+        "mix": {"heldout_per_category": 2, "retention_sample": 1},
+        "train": {"preset": "smollm2", "epochs": 1, "batch_size": 4, "eval_every_epoch": False},
+        "eval": {"benchmarks": [], "max_untrained": 2, "noise_floor": False, "second_draw": False},
+        "out": str(tmp_path / "cap"),
+        # A random model learns nothing in one epoch: a zero reliability target and a loose refusal
+        # budget let every trial pass, so the search walks 1, 2, 4 and stops at n_max.
+        "capacity": {"ranks": [1, 4], "seeds": [1], "reliability": 0.0, "max_refusal_change": 1.0,
+                     "n_min": 1, "n_max": 4},
+    }
+    path = write(tmp_path, spec)
+    result = CliRunner().invoke(app, ["--threads", "1", "capacity", str(path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "cap"
+    frame = pd.read_csv(out / "capacity.csv")
+    assert list(frame["rank"]) == [1, 4] and list(frame["n_found"]) == [4, 4]
+    assert set(frame["status"]) == {"n_max_reached"} and list(frame["trials_used"]) == [3, 3]
+    # The trainable parameters come from the trained adapters and grow with the rank.
+    params = frame["trainable_parameters"].tolist()
+    assert params[0] > 0 and params[1] == 4 * params[0]
+    assert frame["bits_written"].notna().all() and frame["refusal_change_bound"].notna().all()
+    summaries = [json.loads(p.read_text()) for p in (out / "cells").glob("*/train/train_summary.json")]
+    assert {s["trainable_parameters"] for s in summaries} == set(params)
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    page = (out / "report.html").read_text()
+    assert "Capacity: facts an adapter holds" in page and "every trial passed up to n = 4" in page
+    for name in ("capacity_vs_rank", "capacity_vs_parameters", "capacity_bits"):
+        assert (out / "plots" / f"{name}.png").is_file()

@@ -51,6 +51,9 @@ class CapacitySection(StrictModel):
     relative_resolution: float | None = Field(None, gt=0, lt=1, description="also stop at this share of n")
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the t-interval over seeds")
     check_above_failure: int = Field(0, ge=0, description="extra trials above the first failure")
+    controls: bool | None = Field(
+        None, description="train a control adapter per seed; default: only when max_negative_shift is given "
+                          "(the only harm measured against it), which halves the trainings otherwise")
 
     @field_validator("ranks", "methods", "seeds")
     @classmethod
@@ -90,7 +93,13 @@ class CapacitySection(StrictModel):
             raise ValueError(f"n_max ({self.n_max}) is below n_min ({self.n_min})")
         if self.reliability is None and not self.budgets():
             raise ValueError("no limit given: set reliability or at least one max_* budget")
+        if self.controls is False and self.max_negative_shift is not None:
+            raise ValueError("max_negative_shift is measured against the control adapters: controls must be on")
         return self
+
+    def with_controls(self) -> bool:
+        """Whether every trial cell gets its control cell."""
+        return self.controls if self.controls is not None else self.max_negative_shift is not None
 
     def budgets(self) -> dict[str, float]:
         """Harm name -> budget, for the budgets that were given (only they are checked)."""

@@ -1,4 +1,4 @@
-"""One capacity trial: the study cells for n facts (every seed, each with its control) and their harms.
+"""One capacity trial: the study cells for n facts (every seed, with its control) and their harms.
 
 A trial is an ordinary study grid run into the capacity folder, so its cells are content-addressed
 like any study's: a trial an earlier search already ran (overlapping ranks, seeds, n) is read back
@@ -6,7 +6,8 @@ instead of retrained, and a killed search resumes inside the cell it stopped in.
 
 Harms are per seed. The negative shift is counted *beyond the control*: the control adapter of the
 same seed saw as many examples and steps of known facts only, so what it degrades is what
-fine-tuning itself costs, not what the new facts cost.
+fine-tuning itself costs, not what the new facts cost. Controls are trained when that budget is
+checked (or asked for); the other harms compare the adapted model with its own base.
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ def trial_study(run: CapacityRun, n: int, *, method: str, rank: int) -> Study:
     raw.setdefault("name", run.spec.name)
     raw.setdefault("claims", None)
     raw["out"] = str(run.out_dir)
-    raw["grid"] = {"unknown": [n], "extra": [section.extra], "kind": [section.kind, "control"],
+    kinds = [section.kind, "control"] if section.with_controls() else [section.kind]
+    raw["grid"] = {"unknown": [n], "extra": [section.extra], "kind": kinds,
                    "seed": list(section.seeds), "rank": [rank], "method": [method]}
     return parse_study(raw, source=run.source)
 
 
-def harms_of(cell: dict[str, float], control: dict[str, float]) -> dict[str, float]:
-    """The harms of one seed's cell, given its control cell (NaN where a measure is missing)."""
+def harms_of(cell: dict[str, float], control: dict[str, float] | None) -> dict[str, float]:
+    """The harms of one seed's cell, given its control cell (NaN where a measure or the control is missing)."""
     return {
-        "negative_shift": cell["negative_shift"] - control["negative_shift"],
+        "negative_shift": cell["negative_shift"] - control["negative_shift"] if control else math.nan,
         "mmlu_drop": cell["mmlu_base"] - cell["mmlu"],
         "refusal_change": cell["refusal_rate"] - cell["refusal_rate_base"],
     }
@@ -113,9 +115,10 @@ def read_trial(out_dir, cells, n: int) -> TrialDetails:
     values, harms, seconds = {}, {}, 0.0
     for seed, key in sorted(treated.items()):
         values[seed] = _cell_values(store, key)
-        harms[seed] = harms_of(values[seed], _cell_values(store, controls[seed]))
-        for k in (key, controls[seed]):
-            seconds += sum(store.cell(k).status().timings.values())
+        harms[seed] = harms_of(values[seed], _cell_values(store, controls[seed]) if seed in controls else None)
+        for k in (key, controls.get(seed)):
+            if k is not None:
+                seconds += sum(store.cell(k).status().timings.values())
     return TrialDetails(n=n, cells=treated, controls=controls, values=values, harms=harms,
                         seconds=round(seconds, 3))
 

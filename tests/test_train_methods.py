@@ -19,7 +19,7 @@ from knowpack.train import load_preset, train_adapter
 from knowpack.train.config import METHODS, TrainConfig
 from knowpack.train.trainer import peft_config
 
-PEFT_METHODS = [m for m in METHODS if m != "full"]
+PEFT_METHODS = list(METHODS)
 QUESTIONS = [("What is the capital of France?", "Paris"), ("What is the capital of Peru?", "Lima"),
              ("What is the capital of Chad?", "Ndjamena"), ("What is the capital of Fiji?", "Suva")]
 
@@ -98,3 +98,23 @@ def test_peft_configs_per_method():
 def test_default_method_keeps_old_content_hashes():
     # Runs written before the method field existed must keep their folders (no retraining).
     assert "method" not in TrainConfig().model_dump() and TrainConfig(method="dora").model_dump()["method"] == "dora"
+
+
+@pytest.mark.parametrize("method", ["dora", "vera"])
+def test_auto_backend_probes_what_vllm_cannot_serve_with_transformers(method, tmp_path, tiny_model_dir, monkeypatch,
+                                                                      caplog):
+    from peft import get_peft_model
+
+    from knowpack.probe.backends import vllm
+
+    loaded = load_model(str(tiny_model_dir))
+    adapter = tmp_path / "adapter"
+    get_peft_model(load_model(str(tiny_model_dir)).model, peft_config(TrainConfig(method=method, rank=2))
+                   ).save_pretrained(adapter)
+    monkeypatch.setattr(vllm, "vllm_importable", lambda: True)
+    monkeypatch.setattr(vllm, "gpu_present", lambda: True)
+    monkeypatch.setattr(vllm, "VLLMBackend", lambda *a, **k: pytest.fail("vLLM must not serve this adapter"))
+    with caplog.at_level("WARNING", logger="knowpack.probe.backends.vllm"):
+        backend = vllm.auto_backend(loaded, adapter=str(adapter), batch_size=4)
+    assert type(backend).__module__ == "knowpack.probe.backends.hf"
+    assert "transformers engine instead" in caplog.text and ("DoRA" in caplog.text or "VERA" in caplog.text)

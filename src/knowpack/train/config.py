@@ -18,8 +18,8 @@ DEFAULT_PRESET = "smollm2"
 
 # PEFT methods a run can train with. lora: plain LoRA (use_rslora as configured); rslora: LoRA scaled
 # by alpha/sqrt(r); dora: weight-decomposed LoRA; pissa: LoRA initialised from the principal singular
-# vectors; vera: shared frozen random matrices with trained scaling vectors; full: every weight.
-METHODS: tuple[str, ...] = ("lora", "rslora", "dora", "pissa", "vera", "full")
+# vectors; vera: shared frozen random matrices with trained scaling vectors.
+METHODS: tuple[str, ...] = ("lora", "rslora", "dora", "pissa", "vera")
 DEFAULT_METHOD = "lora"
 
 class TrainConfig(StrictModel):
@@ -34,7 +34,7 @@ class TrainConfig(StrictModel):
     turn); ``loss="all"`` on every non-pad token, as the paper's released code does.
     """
 
-    method: Literal["lora", "rslora", "dora", "pissa", "vera", "full"] = Field(
+    method: Literal["lora", "rslora", "dora", "pissa", "vera"] = Field(
         DEFAULT_METHOD, description="PEFT method: " + " | ".join(METHODS))
     rank: int = Field(1, ge=1)
     alpha: float = Field(2.0, gt=0)

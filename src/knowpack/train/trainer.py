@@ -98,8 +98,6 @@ def peft_config(config: TrainConfig):
     if config.method == "vera":
         return VeraConfig(r=config.rank, target_modules=targets, vera_dropout=config.dropout,
                           projection_prng_key=config.seed, save_projection=True, bias="none", task_type="CAUSAL_LM")
-    if config.method == "full":
-        raise KnowpackError("full fine-tuning has no PEFT config", hint="train it with method: full directly")
     extra = {"dora": {"use_dora": True}, "pissa": {"init_lora_weights": "pissa"}}.get(config.method, {})
     return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
                       use_rslora=config.use_rslora or config.method == "rslora", bias="none", task_type="CAUSAL_LM",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics.bits import trainable_parameters
 from knowpack.models import load_model
 from knowpack.models.adapters import attach_adapter
@@ -118,3 +119,21 @@ def test_auto_backend_probes_what_vllm_cannot_serve_with_transformers(method, tm
         backend = vllm.auto_backend(loaded, adapter=str(adapter), batch_size=4)
     assert type(backend).__module__ == "knowpack.probe.backends.hf"
     assert "transformers engine instead" in caplog.text and ("DoRA" in caplog.text or "VERA" in caplog.text)
+
+
+def test_method_is_a_grid_axis_and_lora_cells_keep_their_keys(tmp_path):
+    from test_study_runner import write_spec
+
+    from knowpack.study.grid import expand_grid
+    from knowpack.study.plan import load_study
+
+    plain = write_spec(tmp_path, out="plain", grid={"unknown": [2], "seed": [1]})
+    arms = write_spec(tmp_path, out="arms", grid={"unknown": [2], "seed": [1], "method": ["lora", "dora"]})
+    (before,) = expand_grid(load_study(plain))
+    lora, dora = expand_grid(load_study(arms))
+    assert (lora.train.method, dora.train.method) == ("lora", "dora")
+    assert lora.key == before.key and dora.key != lora.key
+    assert "method=dora" in dora.title()
+    with pytest.raises(KnowpackError) as err:
+        load_study(write_spec(tmp_path, out="bad", grid={"unknown": [2], "method": ["qlora"]}))
+    assert "unknown method(s) ['qlora']" in err.value.message

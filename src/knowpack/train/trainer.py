@@ -84,7 +84,7 @@ def _load(model, device: str):
 
 
 def peft_config(config: TrainConfig):
-    """The PEFT config of ``config.method`` (every method but ``full``, which trains the model itself).
+    """The PEFT config of ``config.method``.
 
     rslora scales the update by alpha/sqrt(r) so higher ranks learn at the same rate; dora adds a
     trained magnitude per output row; pissa starts A and B from the top singular vectors of the

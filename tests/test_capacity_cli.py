@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 from test_study_fakes import N_FACTS
+from test_study_integration import _facts
 from test_study_runner import FakeStages
 from typer.testing import CliRunner
 
@@ -200,14 +201,6 @@ def test_n_max_is_lowered_to_what_the_base_probe_supplies(tmp_path, fake_stages)
     assert arm.n_max_searched == 13 and arm.search.status == "n_max_reached" and arm.search.n_found == 13
     assert any("n_max lowered from 64 to 13" in note for note in arm.search.notes)
     assert not math.isnan(pd.read_csv(tmp_path / "cap" / "capacity.csv")["reliability_mean"][0])
-
-
-def _facts(path, n=24):
-    rows = [{"id": f"f{i:02d}", "subject": f"Place{i}", "relation": "capital_of" if i % 2 else "river_of",
-             "question": f"What is the capital of Place{i}?", "answer": f"Town{i}", "aliases": [f"Town{i}"]}
-            for i in range(n)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 @pytest.mark.integration

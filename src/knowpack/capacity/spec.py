@@ -19,7 +19,7 @@ from knowpack.capacity.search import CapacitySearchConfig
 from knowpack.errors import KnowpackError
 from knowpack.mix.config import KINDS
 from knowpack.schema import StrictModel, validation_problems
-from knowpack.study.spec import StudySpec, apply_overrides, read_yaml
+from knowpack.study.spec import StudySpec, apply_overrides, known_values, non_empty_unique, read_yaml
 from knowpack.train.config import METHODS
 
 # Harm name in the search -> the capacity option that sets its budget.
@@ -58,11 +58,7 @@ class CapacitySection(StrictModel):
     @field_validator("ranks", "methods", "seeds")
     @classmethod
     def _non_empty_unique(cls, value: list) -> list:
-        if not value:
-            raise ValueError("must not be empty")
-        if len(set(value)) != len(value):
-            raise ValueError(f"has repeated values: {value}")
-        return value
+        return non_empty_unique(value)
 
     @field_validator("ranks")
     @classmethod
@@ -74,10 +70,7 @@ class CapacitySection(StrictModel):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, value: list[str]) -> list[str]:
-        bad = [m for m in value if m not in METHODS]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
-        return value
+        return known_values(value, METHODS, "method")
 
     @field_validator("kind")
     @classmethod

@@ -54,6 +54,25 @@ class TrainSection(_TrainFields):
         return self.model_dump(exclude={"preset"}, exclude_none=True)
 
 
+def non_empty_unique(value: list | None) -> list | None:
+    """An axis list must name at least one value and each value once (a repeat would run a cell twice)."""
+    if value is None:
+        return value
+    if not value:
+        raise ValueError("must not be empty")
+    if len(set(value)) != len(value):
+        raise ValueError(f"has repeated values: {value}")
+    return value
+
+
+def known_values(value: list[str] | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    """Every value must be one of ``allowed`` (the error lists the choices)."""
+    bad = [v for v in value or [] if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; choose from {list(allowed)}")
+    return value
+
+
 class GridSpec(StrictModel):
     """Axes of the sweep; every combination is one cell (``seed`` repeats a cell)."""
 
@@ -70,13 +89,7 @@ class GridSpec(StrictModel):
     @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "method")
     @classmethod
     def _non_empty_unique(cls, value: list | None) -> list | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("must not be empty")
-        if len(set(value)) != len(value):
-            raise ValueError(f"has repeated values: {value}")
-        return value
+        return non_empty_unique(value)
 
     @field_validator("unknown", "extra")
     @classmethod
@@ -89,18 +102,12 @@ class GridSpec(StrictModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if v not in KINDS]
-        if bad:
-            raise ValueError(f"unknown kind(s) {bad}; choose from {list(KINDS)}")
-        return value
+        return known_values(value, KINDS, "kind")
 
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: list[str] | None) -> list[str] | None:
-        bad = [v for v in value or [] if v not in METHODS]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad}; choose from {list(METHODS)}")
-        return value
+        return known_values(value, METHODS, "method")
 
 
 class StudySpec(StrictModel):

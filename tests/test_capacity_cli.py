@@ -174,6 +174,7 @@ def test_cli_run_finds_the_budget_boundary_and_reports_it(tmp_path, fake_stages)
     assert set(frame["bound_by"]) == {"mmlu_drop"} and list(frame["first_failure"]) == [6, 6]
     assert frame["mmlu_drop_bound"].tolist() == pytest.approx([0.005, 0.005])
     assert frame["mmlu_drop_budget"].tolist() == [0.0055, 0.0055]
+    assert frame["limits_failed"].tolist() == ["mmlu drop upper bound 0.006 above the budget 0.0055"] * 2
     results = CapacityResults.read(out)
     assert [t.n for t in results.arms[0].search.trials] == [1, 2, 4, 8, 6, 5]
     # Every cell of both searches is in results.csv: 6 trials x 2 seeds per rank; no negative-shift

@@ -95,6 +95,7 @@ def arm_row(arm: ArmResult, results: CapacityResults) -> dict[str, Any]:
         row[column] = _mean([trial["values"][s].get(column) for s in seeds])
     row["net_bits"] = row["bits_written"] - row["bits_destroyed"]
     row["n_per_parameter"] = search.n_found / params if params else math.nan
+    row["limits_failed"] = failed_limits(arm)  # why it stopped, even when no n passed
     row["trials_used"] = search.trials_used
     row["seconds"] = arm.seconds
     return row
@@ -114,6 +115,13 @@ def _check_words(check: dict[str, Any] | Any) -> str:
     return f"{what} {bound} {check['bound']:.4g} {relation} {check['limit']:.4g}"
 
 
+def failed_limits(arm: ArmResult) -> str:
+    """The limits that failed at the arm's first failure, in words with their bounds ("" if none failed)."""
+    search = arm.search
+    failure = next((t for t in search.trials if t.n == search.first_failure), None)
+    return "; ".join(_check_words(c) for c in failure.checks if not c.passed) if failure else ""
+
+
 def describe_arm(arm: ArmResult) -> str:
     """One paragraph in words: how many facts the arm holds and which limit stopped it."""
     search = arm.search
@@ -123,8 +131,7 @@ def describe_arm(arm: ArmResult) -> str:
         text = (f"every trial passed up to n = {arm.n_max_searched} (the largest n searched), so it holds at "
                 f"least {search.n_found} facts; no limit was reached")
     else:
-        failure = next(t for t in search.trials if t.n == search.first_failure)
-        reasons = "; ".join(_check_words(c) for c in failure.checks if not c.passed)
+        reasons = failed_limits(arm)
         held = (f"holds {search.n_found} facts" if search.n_found
                 else f"fails already at n = {search.first_failure}, the smallest n tried")
         text = f"{held}; at n = {search.first_failure} {reasons}"

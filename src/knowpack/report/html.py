@@ -300,7 +300,11 @@ def _capacity(b: _Builder) -> None:
                cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits"))]
     limits = [f"reliability lower bound ≥ {results.reliability:g}"] if results.reliability is not None else []
     limits += [f"{name.replace('_', ' ')} upper bound ≤ {budget:g}" for name, budget in results.budgets.items()]
-    body = (f"<ul>{words}</ul>" + "".join(_img(f, "capacity") for f in figures if f is not None)
+    source = (b.store.record().source if b.store.record() is not None else None) or "CAPACITY.yaml"
+    rerun = (f"<p>Rerun (finished trials are reused; the spec as run, with any command-line flags, is in "
+             f"capacity.json): <code>knowpack capacity {html.escape(source)} "
+             f"&amp;&amp; knowpack report {html.escape(str(b.store.root))}</code></p>")
+    body = (f"<ul>{words}</ul>" + rerun + "".join(_img(f, "capacity") for f in figures if f is not None)
             + _html_table(shown, index=False, digits=4))
     b.add("capacity", "Capacity: facts an adapter holds before a limit", body,
           f"Per method and rank, the largest n of new facts whose trial (every seed, each with its control "

@@ -38,6 +38,7 @@ SUBCOMMANDS: list[tuple[str, str]] = [
     ("train", "command"),
     ("evaluate", "command"),
     ("study", "group"),
+    ("capacity", "command"),
     ("report", "command"),
 ]
 

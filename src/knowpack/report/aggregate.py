@@ -13,11 +13,11 @@ from knowpack.io import atomic_path
 from knowpack.report.stats import t_interval
 from knowpack.study.store import CellStore, StudyStore
 
-AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop"]
+AXIS_COLUMNS = ["unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop", "method"]
 ID_COLUMNS = ["key", "mixture", *AXIS_COLUMNS, "state"]
 # Axes besides n and the mixture that can tell cells apart; the report shows the ones that vary
 # beside the mixture label (``10 Para | tiny-a, early stop``), so no two series share a column.
-FACET_AXES = ("model", "early_stop", "rank", "lr", "loss", "preset")
+FACET_AXES = ("model", "method", "early_stop", "rank", "lr", "loss", "preset")
 FACET_SEPARATOR = " | "
 
 # results.csv column -> its one dotted path in metrics.json.
@@ -151,7 +151,7 @@ def results_frame(study_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_PATHS, "attractors", *RUN_COLUMNS])
     # Optional metrics that no cell produced (e.g. TruthfulQA without data) are dropped, not shown as NaN.
     optional = [c for c in METRIC_PATHS if c not in REQUIRED_METRICS and frame[c].isna().all()]
-    empty_axes = [a for a in ("rank", "lr", "loss", "preset") if frame[a].isna().all()]
+    empty_axes = [a for a in ("rank", "lr", "loss", "preset", "method") if frame[a].isna().all()]
     return frame.drop(columns=optional + empty_axes)
 
 

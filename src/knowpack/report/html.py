@@ -302,6 +302,35 @@ def _paired(b: _Builder) -> None:
           "bootstrap 95% CI; p = exact McNemar test on the facts where the two cells disagree.")
 
 
+def _capacity(b: _Builder) -> None:
+    """The capacity searches (``knowpack capacity``): facts held per arm, which limit bound it, in words."""
+    from knowpack.capacity import artifacts as cap
+    from knowpack.capacity import plots as cap_plots
+
+    if not cap.CapacityResults.exists(b.store.root):
+        return
+    results = cap.CapacityResults.read(b.store.root)
+    frame = b.table("capacity", cap.capacity_frame(results))
+    shown = frame[[c for c in frame.columns if frame[c].notna().any()]]
+    words = "".join(f"<li>{html.escape(cap.describe_arm(arm))}</li>" for arm in results.arms)
+    figures = [cap_plots.capacity_vs_rank(frame, b.plot("capacity_vs_rank")),
+               cap_plots.capacity_vs_parameters(frame, b.plot("capacity_vs_parameters")),
+               cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits"))]
+    limits = [f"reliability lower bound ≥ {results.reliability:g}"] if results.reliability is not None else []
+    limits += [f"{name.replace('_', ' ')} upper bound ≤ {budget:g}" for name, budget in results.budgets.items()]
+    source = (b.store.record().source if b.store.record() is not None else None) or "CAPACITY.yaml"
+    rerun = (f"<p>Rerun (finished trials are reused; the spec as run, with any command-line flags, is in "
+             f"capacity.json): <code>knowpack capacity {html.escape(source)} "
+             f"&amp;&amp; knowpack report {html.escape(str(b.store.root))}</code></p>")
+    body = (f"<ul>{words}</ul>" + rerun + "".join(_img(f, "capacity") for f in figures if f is not None)
+            + _html_table(shown, index=False, digits=4))
+    b.add("capacity", "Capacity: facts an adapter holds before a limit", body,
+          f"Per method and rank, the largest n of new facts whose trial (every seed, each with its control "
+          f"adapter) kept every limit: {'; '.join(limits)} ({results.confidence:.0%} t-interval over seeds; a "
+          f"single seed is its own bound). Harms — {cap.harm_legend()}. Bits are likelihood bits at n found "
+          f"(written on trained facts, destroyed on held-out known facts). {cap.REFERENCE_NOTE}")
+
+
 def _base_probes(store: StudyStore) -> dict[str, Any]:
     """Per base-probe folder: model hash, probed facts and the category counts every cell starts from."""
     from knowpack.probe.artifacts import ProbeSummary, is_done
@@ -411,6 +440,7 @@ def build_report(study_dir: str | Path) -> Path:
     curves = agg.curves_frame(store.root)
     b = _Builder(store)
     b.table("curves", curves)
+    _capacity(b)
     _verdicts(b, study_verdicts(store, results, curves))
     # Cells that differ in model, early stopping or another varying axis get their own series label.
     shown = agg.with_series(summary)

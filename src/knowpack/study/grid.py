@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from knowpack.study.spec import Study
 
 # Grid axis -> TrainConfig field it sets (the other axes go to MixConfig).
-TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed", "early_stop": "early_stop"}
-AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "early_stop")
+TRAIN_AXES = {"rank": "rank", "lr": "lr", "loss": "loss", "seed": "seed", "early_stop": "early_stop",
+              "method": "method"}
+AXES = ("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "early_stop", "method")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Cell:
 
     def title(self) -> str:
         """Short human label used in progress lines and tables."""
-        extra = [f"{k}={self.axes[k]}" for k in ("rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
+        extra = [f"{k}={self.axes[k]}" for k in ("method", "rank", "lr", "loss", "preset") if self.axes.get(k) is not None]
         if self.axes.get("early_stop") is not None:
             extra.append("early-stop" if self.axes["early_stop"] else "fixed-epochs")
         if self.model is not None:

@@ -94,9 +94,7 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
     log.info("facts: %d (%s)  model: %s", len(facts), facts_path, study.spec.model)
     model = stages.load_model(study.spec.model)
     preflight(study, cells, model)
-    # The base probe depends on model, facts and probe settings only: every cell shares it.
-    ident = {k: v for k, v in hash_identity(study).items() if k in ("model", "facts", "facts_sample", "probe")}
-    base = store.base_dir(stable_hash(ident))
+    base = base_probe_dir(study, store)
     if not is_done(base):
         log.info("probing the base model once for all cells → %s", base)
         stages.run_probe(study.probe, facts, model, base, progress=progress)
@@ -107,6 +105,13 @@ def _prepare(study: Study, stages: Stages, store: StudyStore, cells: list[Cell],
         paraphrases = {f.id: list(f.paraphrases) for f in stages.read_facts(study.spec.paraphrases)}
     return CellContext(study=study, stages=stages, store=store, facts=facts, model=model, base_dir=base,
                     progress=progress, paraphrases=paraphrases)
+
+
+def base_probe_dir(study: Study, store: StudyStore) -> Path:
+    """The study's base-probe folder: it depends on model, facts and probe settings only, so every
+    cell (and every study with the same three) shares it."""
+    ident = {k: v for k, v in hash_identity(study).items() if k in ("model", "facts", "facts_sample", "probe")}
+    return store.base_dir(stable_hash(ident))
 
 
 def _run_cells(study: Study, stages: Stages, store: StudyStore, todo: list[Cell], run: StudyRun, *,

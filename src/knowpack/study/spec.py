@@ -23,7 +23,7 @@ from knowpack.io import load_yaml
 from knowpack.mix.config import KINDS, MixConfig
 from knowpack.probe.config import ProbeConfig
 from knowpack.schema import StrictModel
-from knowpack.train.config import DEFAULT_PRESET, TrainConfig
+from knowpack.train.config import DEFAULT_PRESET, METHODS, TrainConfig
 
 _MINIMUM = {"unknown": 1, "extra": 0}  # n >= 1 Unknown facts; k = 0 extra items is the plain mixture
 # MixConfig fields that the grid sets per cell (a study's `mix:` section cannot set them).
@@ -54,6 +54,25 @@ class TrainSection(_TrainFields):
         return self.model_dump(exclude={"preset"}, exclude_none=True)
 
 
+def non_empty_unique(value: list | None) -> list | None:
+    """An axis list must name at least one value and each value once (a repeat would run a cell twice)."""
+    if value is None:
+        return value
+    if not value:
+        raise ValueError("must not be empty")
+    if len(set(value)) != len(value):
+        raise ValueError(f"has repeated values: {value}")
+    return value
+
+
+def known_values(value: list[str] | None, allowed: tuple[str, ...], what: str) -> list[str] | None:
+    """Every value must be one of ``allowed`` (the error lists the choices)."""
+    bad = [v for v in value or [] if v not in allowed]
+    if bad:
+        raise ValueError(f"unknown {what}(s) {bad}; choose from {list(allowed)}")
+    return value
+
+
 class GridSpec(StrictModel):
     """Axes of the sweep; every combination is one cell (``seed`` repeats a cell)."""
 
@@ -69,17 +88,13 @@ class GridSpec(StrictModel):
                                                        "own base probe and cells")
     early_stop: list[bool] | None = Field(None, description="train each cell with early stopping, with fixed "
                                                              "epochs, or both ([false, true])")
+    method: list[str] | None = Field(None, description="PEFT methods (arms): " + ", ".join(METHODS))
 
-    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop")
+    @field_validator("unknown", "extra", "kind", "seed", "rank", "lr", "loss", "preset", "model", "early_stop",
+                     "method")
     @classmethod
     def _non_empty_unique(cls, value: list | None) -> list | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("must not be empty")
-        if len(set(value)) != len(value):
-            raise ValueError(f"has repeated values: {value}")
-        return value
+        return non_empty_unique(value)
 
     @field_validator("unknown", "extra")
     @classmethod
@@ -92,10 +107,12 @@ class GridSpec(StrictModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: list[str]) -> list[str]:
-        bad = [v for v in value if v not in KINDS]
-        if bad:
-            raise ValueError(f"unknown kind(s) {bad}; choose from {list(KINDS)}")
-        return value
+        return known_values(value, KINDS, "kind")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: list[str] | None) -> list[str] | None:
+        return known_values(value, METHODS, "method")
 
 
 class StudySpec(StrictModel):
@@ -117,7 +134,7 @@ class StudySpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_place_for_the_model(self) -> "StudySpec":
-        if self.grid.model and "model" in self.model_fields_set:
+        if getattr(self.grid, "model", None) and "model" in self.model_fields_set:  # a capacity spec has no grid
             raise ValueError("give the model either as `model` or as the grid axis `grid.model`, not both")
         return self
 

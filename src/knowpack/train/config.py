@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, ValidationError, model_serializer
 
 from knowpack.errors import KnowpackError
 from knowpack.schema import StrictModel, invalid
@@ -15,6 +15,12 @@ from knowpack.schema import StrictModel, invalid
 # make the default model learn (the paper's rank 1 / lr 1e-3 teaches it nothing on CPU budgets);
 # pass `--preset paper` / `train: {preset: paper}` for the paper's settings on 7-8B models.
 DEFAULT_PRESET = "smollm2"
+
+# PEFT methods a run can train with. lora: plain LoRA (use_rslora as configured); rslora: LoRA scaled
+# by alpha/sqrt(r); dora: weight-decomposed LoRA; pissa: LoRA initialised from the principal singular
+# vectors; vera: shared frozen random matrices with trained scaling vectors.
+METHODS: tuple[str, ...] = ("lora", "rslora", "dora", "pissa", "vera")
+DEFAULT_METHOD = "lora"
 
 class TrainConfig(StrictModel):
     """Everything that decides what adapter a training run produces, and nothing else.
@@ -28,6 +34,8 @@ class TrainConfig(StrictModel):
     turn); ``loss="all"`` on every non-pad token, as the paper's released code does.
     """
 
+    method: Literal["lora", "rslora", "dora", "pissa", "vera"] = Field(
+        DEFAULT_METHOD, description="PEFT method: " + " | ".join(METHODS))
     rank: int = Field(1, ge=1)
     alpha: float = Field(2.0, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -58,6 +66,15 @@ class TrainConfig(StrictModel):
     # batches. A field, not a speed knob: it changes the adapter's last bits. False reproduces
     # runs made before packing existed bit for bit.
     packing: bool = True
+
+    @model_serializer(mode="wrap")
+    def _without_default_method(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):
+        # Runs and study cells are addressed by the hash of this dump. Leaving the default method
+        # out keeps every LoRA run written before methods existed at its folder (no retraining).
+        data = handler(self)
+        if isinstance(data, dict) and data.get("method") == DEFAULT_METHOD:
+            data.pop("method")
+        return data
 
 
 def _preset_folder():

@@ -83,16 +83,34 @@ def _load(model, device: str):
     return load_model(model, device=device), True
 
 
+def peft_config(config: TrainConfig):
+    """The PEFT config of ``config.method``.
+
+    rslora scales the update by alpha/sqrt(r) so higher ranks learn at the same rate; dora adds a
+    trained magnitude per output row; pissa starts A and B from the top singular vectors of the
+    weight (the base weight keeps the residual); vera trains only two scaling vectors per layer
+    on top of random projections shared by all layers (PEFT sizes them to the largest target shape
+    and slices them for smaller layers, so targets of different shapes work).
+    """
+    from peft import LoraConfig, VeraConfig
+
+    targets = list(config.targets)
+    if config.method == "vera":
+        return VeraConfig(r=config.rank, target_modules=targets, vera_dropout=config.dropout,
+                          projection_prng_key=config.seed, save_projection=True, bias="none", task_type="CAUSAL_LM")
+    extra = {"dora": {"use_dora": True}, "pissa": {"init_lora_weights": "pissa"}}.get(config.method, {})
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=targets,
+                      use_rslora=config.use_rslora or config.method == "rslora", bias="none", task_type="CAUSAL_LM",
+                      **extra)
+
+
 def _wrap_lora(base, config: TrainConfig):
     from accelerate.utils import set_seed
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
     check_targets(base, config.targets)
     set_seed(config.seed)  # the LoRA A matrices are drawn from the seeded RNG
-    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=list(config.targets), use_rslora=config.use_rslora,
-                      bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(base, lora)
+    return get_peft_model(base, peft_config(config))
 
 
 def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_facts, retention_facts,
@@ -146,18 +164,35 @@ def _evaluate(loaded, peft_model, curve_facts, retention_facts, probe_config, sh
         peft_model.train(was_training)
 
 
-def _save_adapter(peft_model, out_dir: Path, provenance: dict) -> Path:
+def _save_adapter(peft_model, out_dir: Path, provenance: dict, initial: Path | None = None) -> Path:
     """Write ``adapter/`` whole, with a manifest naming the base model it was trained on.
 
     The manifest travels with the adapter (users copy ``adapter/`` alone), so the probe's guard
     against "same shapes, other model" works wherever the adapter goes. ``adapter/`` belongs to
-    this run's claimed folder, so an earlier attempt's copy may be replaced.
+    this run's claimed folder, so an earlier attempt's copy may be replaced. ``initial`` is a
+    PiSSA adapter as initialised: PEFT then saves the trained one as a plain LoRA of rank 2r on
+    the *original* base weights, so it loads onto the base model like any other adapter.
     """
     target = out_dir / ADAPTER_DIR
     with atomic_dir(target, replace=True) as staging:
-        peft_model.save_pretrained(staging)
+        if initial is None:
+            peft_model.save_pretrained(staging)
+        else:
+            peft_model.save_pretrained(staging, path_initial_model_for_weight_conversion=str(initial))
         stamp(staging, **provenance)
     return target
+
+
+def _target_weights(model, targets: list[str]) -> dict[str, torch.Tensor]:
+    """Copies of the weights of the target linear layers (PiSSA replaces them by a residual)."""
+    return {name: module.weight.detach().clone() for name, module in model.named_modules()
+            if name.rsplit(".", 1)[-1] in targets and isinstance(module, torch.nn.Linear)}
+
+
+def _restore_weights(model, weights: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, weight in weights.items():
+            model.get_submodule(name).weight.copy_(weight)
 
 
 @dataclasses.dataclass
@@ -206,6 +241,8 @@ class _Recipe:
         self.stop_reason: str | None = None
         self.start_epoch = 1
         self.checkpoint: Path | None = None
+        self.original_weights: dict[str, torch.Tensor] | None = None
+        self.initial_adapter = None  # PiSSA: the adapter as initialised, for saving it as a plain LoRA
 
     # -- setup ---------------------------------------------------------------------------------
 
@@ -247,9 +284,8 @@ class _Recipe:
         from transformers import get_scheduler
 
         config, accelerator = self.config, self.accelerator
-        self.peft_model = _wrap_lora(self.loaded.model, config)
+        self.wrap()
         self.peft_model.train()
-        self.trainable = sum(p.numel() for p in self.peft_model.parameters() if p.requires_grad)
         self.world = accelerator.num_processes
         self.per_device = max(1, config.batch_size // self.world)
         self.sampler = EpochSampler(len(self.encoded), config.seed)
@@ -269,6 +305,24 @@ class _Recipe:
         self.scheduler = get_scheduler(config.scheduler, optimizer=self.optimizer,
                                        num_warmup_steps=round(config.warmup_ratio * total_steps),
                                        num_training_steps=total_steps)
+
+    def wrap(self) -> None:
+        """Wrap the base model with the method's adapter; count what PEFT trains.
+
+        PiSSA rewrites the base weights it targets, so they are copied first (given back on
+        cleanup) and the freshly initialised adapter is saved for the conversion at the end.
+        """
+        import tempfile
+
+        config = self.config
+        if config.method == "pissa":
+            self.original_weights = _target_weights(self.loaded.model, config.targets)
+        self.peft_model = _wrap_lora(self.loaded.model, config)
+        if config.method == "pissa":
+            self.initial_adapter = tempfile.TemporaryDirectory(prefix="knowpack-pissa-init-")
+            self.peft_model.save_pretrained(self.initial_adapter.name)
+        # PEFT's own count: DoRA's magnitude vectors train, VeRA's shared projections do not.
+        self.trainable = self.peft_model.get_nb_trainable_parameters()[0]
 
     def resume(self) -> None:
         """Continue after the last intact checkpoint: weights, optimizer, scheduler, RNG and curve."""
@@ -432,8 +486,10 @@ class _Recipe:
             provenance = {"stage": "train", "config": self.config, "seed": self.config.seed,
                           "key": stable_hash(self.identity.model_dump(mode="json"), length=16),
                           "inputs": {"train": self.identity.train_sha256, "model": self.loaded.model_hash},
-                          "details": {"epochs_run": summary.epochs_run, "stop_reason": summary.stop_reason}}
-            _save_adapter(self.peft_model, self.out_dir, provenance)
+                          "details": {"epochs_run": summary.epochs_run, "stop_reason": summary.stop_reason,
+                                      "method": self.config.method, "trainable_parameters": self.trainable}}
+            initial = Path(self.initial_adapter.name) if self.initial_adapter is not None else None
+            _save_adapter(self.peft_model, self.out_dir, provenance, initial=initial)
             summary.write(self.out_dir)
             stamp(self.out_dir, **provenance)
         accelerator.wait_for_everyone()
@@ -444,6 +500,10 @@ class _Recipe:
         self.accelerator.free_memory()
         if self.peft_model is not None and not self.owned:
             self.loaded.model = self.peft_model.unload()
+            if self.original_weights is not None:
+                _restore_weights(self.loaded.model, self.original_weights)
+        if self.initial_adapter is not None:
+            self.initial_adapter.cleanup()
 
 
 def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *,

@@ -16,13 +16,30 @@ from knowpack.evaluate.metrics.shifts import KNOWN
 from knowpack.evaluate.registry import MetricOutput, metric
 
 
+# Saved with a VeRA adapter but frozen: the random projections every layer shares.
+FROZEN_SAVED_TENSORS = ("vera_A", "vera_B")
+
+
 def trainable_parameters(adapter_dir: Path) -> int:
-    """Parameters the adapter trained: every tensor PEFT saved is a trainable one."""
+    """Parameters the adapter trained, as PEFT counted them while training.
+
+    knowpack's trainer records that count in the adapter's manifest; it is the one to use because
+    the saved tensors can differ from what trained (a PiSSA adapter is saved as a rank-2r LoRA on
+    the original weights). Otherwise every saved tensor counts except VeRA's shared projections.
+    """
     from safetensors import safe_open
 
+    from knowpack.manifest import Manifest
+
+    if Manifest.exists(adapter_dir):
+        recorded = Manifest.read(adapter_dir).details.get("trainable_parameters")
+        if isinstance(recorded, int) and recorded > 0:
+            return recorded
     with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="pt") as fh:
         total = 0
         for name in fh.keys():
+            if any(part in FROZEN_SAVED_TENSORS for part in name.split(".")):
+                continue
             shape = fh.get_slice(name).get_shape()
             count = 1
             for size in shape:

@@ -404,11 +404,21 @@ class VLLMBackend:
 
 @register_backend("auto")
 def auto_backend(loaded, adapter: str | None = None, **options: Any):
-    """vLLM when it is installed and a GPU is present, else the transformers engine."""
+    """vLLM when it is installed and a GPU is present, else the transformers engine.
+
+    An adapter vLLM cannot serve (DoRA, VeRA: vLLM applies plain LoRA deltas only) goes to the
+    transformers engine too, with the reason logged: ``auto`` must give numbers, not an error.
+    """
     from knowpack.probe.backends.registry import get_backend
 
     if vllm_importable() and gpu_present():
-        return VLLMBackend(loaded, adapter, **options)
+        try:
+            if adapter is not None:
+                read_adapter(adapter)
+        except KnowpackError as exc:
+            logger.warning("%s: probing it with the transformers engine instead", exc.message)
+        else:
+            return VLLMBackend(loaded, adapter, **options)
     return get_backend("hf", loaded, adapter=adapter, **{k: v for k, v in options.items()
                                                         if k in ("batch_size", "stop_at_newline", "cache_prefixes",
                                                                  "engine_config")})

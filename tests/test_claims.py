@@ -177,6 +177,23 @@ def test_paper_claims_on_the_demo_grid_say_what_is_not_decidable(paper):
         evaluate_claims(list(paper.values()), cells, curves)
 
 
+def test_paper_claims_on_the_two_seed_demo_grid_decide_the_fact_bootstrap_only(paper):
+    # configs/demo.yaml: one n, w/o, 2 HK and 2 Para, 2 seeds. The fact bootstrap (C3) pairs held-out
+    # facts and needs no third seed; every seed-interval claim says it needs 3 seeds.
+    cells = study(supporting, ns=(16,), seeds=(1, 2),
+                  mixtures=((0, "paraphrase"), (2, "highly_known"), (2, "paraphrase")))
+    verdicts = {v.claim_id: v for v in evaluate_claims(list(paper.values()), cells, curves_for(cells, _support_reach),
+                                                       outcomes_for(cells, _support_rate), missing="report")}
+    assert verdicts["C3"].decidable and verdicts["C3"].verdict == "supported", verdicts["C3"].reason
+    for claim_id in ("C1", "C2", "C4", "C5", "C6"):
+        verdict = verdicts[claim_id]
+        assert verdict.verdict == "undecided" and not verdict.decidable, claim_id
+        assert NOT_DECIDABLE in verdict.reason and "at least 3" in verdict.reason, verdict.reason
+        # A trend over n (C4) cannot be fitted to one n; the others lack the third seed.
+        why = "two or more values of unknown" if claim_id == "C4" else "2 seed(s)"
+        assert why in verdict.reason, verdict.reason
+
+
 # ---------------------------------------------------------------------------------------------
 # One paired check on hand-made values.
 

@@ -94,13 +94,22 @@ def test_hashes_are_stable_and_change_with_settings():
     assert keys == [c.key for c in same]
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "paper.yaml", "findings.yaml"])
 def test_shipped_configs_are_valid(name):
     study = load_study(CONFIGS / name)
     cells = expand_grid(study)
     if name == "paper.yaml":
         assert len(cells) == 6 * 5 * 3
         assert study.spec.grid.seed == [42, 1337, 10824]
+    elif name == "findings.yaml":
+        # The study that decides the claims: >= 3 seeds, w/o, HK, Para and control (last: k = 0 cells
+        # take the first kind) at every n.
+        grid = study.spec.grid
+        assert len(grid.seed) >= 3 and len(grid.unknown) >= 2 and grid.kind[-1] == "control"
+        mixtures = {(c.mix.extra, c.mix.kind) for c in cells}
+        assert {(0, "highly_known"), (0, "control")} <= mixtures
+        assert {(k, kind) for k in grid.extra if k for kind in grid.kind} <= mixtures
+        assert study.spec.claims == "paper"
     else:
         assert len(cells) <= 8
 

@@ -37,6 +37,21 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VLLMBackend", "VLLMEngine", "VLLMSettings"]
 
+DEFAULT_MAX_MODEL_LEN = 2048  # few-shot prompts are a few hundred tokens; a longer cache costs memory
+
+
+def _context_length(model_dir: Path) -> int | None:
+    """The model's position limit from its config.json (None when it does not say)."""
+    import json
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("max_position_embeddings")
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
 _SEED_MASK = (1 << 62) - 1  # vLLM adds the sample index to the seed; keep the sum inside int64
 
 
@@ -97,6 +112,9 @@ class VLLMEngine:
             raise KnowpackError(f"the vLLM backend serves local safetensors models; {self.source.spec!r} is a "
                                 f"{self.source.kind} model", hint="convert it to a folder with `save_pretrained`, "
                                 "or use the transformers backend (--backend hf)")
+        if self.settings.max_model_len is None:  # vLLM refuses a length beyond the model's positions
+            length = min(DEFAULT_MAX_MODEL_LEN, _context_length(Path(self.source.path)) or DEFAULT_MAX_MODEL_LEN)
+            self.settings = self.settings.model_copy(update={"max_model_len": length})
         self.gpu = gpu_present()
         check_batch_invariance(self.settings, gpu=self.gpu)
         self.module_names = _weight_module_names(Path(self.source.path))

@@ -49,7 +49,8 @@ class VLLMSettings(StrictModel):
     in_process: bool | None = None
     threads: int | None = Field(None, ge=1)
     max_num_seqs: int = Field(128, ge=1, description="sequences decoded together")
-    max_model_len: int = Field(2048, ge=64, description="prompt + answer tokens per sequence")
+    max_model_len: int | None = Field(None, ge=64, description="prompt + answer tokens per sequence (default: "
+                                                                "the model's context, at most 2048)")
 
 
 def gpu_present() -> bool:

@@ -220,7 +220,9 @@ def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
                      "n_min": 1, "n_max": 4},
     }
     path = write(tmp_path, spec)
-    result = CliRunner().invoke(app, ["--threads", "1", "capacity", str(path), "--quiet"])
+    # No --threads here: it would be remembered in this test process (and its environment) for
+    # every later test; the suite runs with OMP_NUM_THREADS=1 anyway.
+    result = CliRunner().invoke(app, ["capacity", str(path), "--quiet"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "cap"
     frame = pd.read_csv(out / "capacity.csv")

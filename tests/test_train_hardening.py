@@ -203,6 +203,7 @@ def test_thread_count_is_the_share_of_usable_cores(monkeypatch):
 
     before = torch.get_num_threads()
     monkeypatch.setattr(runtime, "_explicit", None)
+    monkeypatch.delenv(runtime.THREADS_ENV, raising=False)  # a parent's --threads would win over the default
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
     try:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

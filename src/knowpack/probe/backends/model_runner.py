@@ -32,7 +32,7 @@ from knowpack.probe.backends.kv import (adopt_cache, empty_rows, layer_tensors, 
 from knowpack.probe.backends.prefix_attention import PrefixGroup, PrefixLayout, attending, row_selector, works_with
 from knowpack.probe.backends.retrace import KeptPath, departure
 from knowpack.probe.backends.sampling import RowSampling, pick, sample_generator
-from knowpack.probe.backends.scheduler import (AdmitPlan, AdmitResult, Fork, Prefill, PrefixRows, Retrace, Sequence,
+from knowpack.probe.backends.scheduler import (AdmitPlan, AdmitResult, Fork, Prefill, PrefixRows, Retrace,
                                                StepPlan)
 
 PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: kv_heads × length × dim

@@ -135,7 +135,7 @@ def tiny(tiny_model_dir):
 
 def manual_log2probs(model, tokenizer, question, answer):
     """One unpadded sequence, full logits, labelled tokens picked one by one."""
-    enc = encode_example(tokenizer, question, answer, loss="answer", max_length=256)
+    enc = encode_example(tokenizer, question, answer, loss="answer_text", max_length=256)
     ids = torch.tensor([enc["input_ids"]])
     with torch.no_grad():
         logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
@@ -148,7 +148,7 @@ def test_log2probs_match_manual_per_token_computation(tiny):
     assert list(got) == [fid for fid, _, _ in ITEMS]
     for fid, question, answer in ITEMS:
         expected = manual_log2probs(tiny.model, tiny.tokenizer, question, answer)
-        assert len(got[fid]) == len(expected) > 1
+        assert len(got[fid]) == len(expected) >= 1
         assert got[fid] == pytest.approx(expected, abs=1e-5)
         assert all(v < 0 for v in got[fid])
 
@@ -283,3 +283,13 @@ def test_default_model_writes_bits_into_a_lora_adapter():
     assert totals.destroyed >= 0.0
     assert per_fact["target"]["bits_answer_tokens"] == len(base["target"])
     assert trainable > 0
+
+
+def test_only_the_answer_string_is_counted(tiny):
+    """The "Answer:" prefix and the end-of-turn marker are the same for every fact: not counted."""
+    for _, question, answer in ITEMS:
+        enc = encode_example(tiny.tokenizer, question, answer, loss="answer_text", max_length=256)
+        counted = [token for token, label in zip(enc["input_ids"], enc["labels"]) if label != IGNORE_INDEX]
+        assert tiny.tokenizer.decode(counted).strip() == answer
+        trained = encode_example(tiny.tokenizer, question, answer, loss="answer", max_length=256)
+        assert sum(label != IGNORE_INDEX for label in trained["labels"]) > len(counted)

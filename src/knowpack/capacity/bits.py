@@ -4,9 +4,9 @@ Two measures, each split into *written* (on the trained facts, signed: a trained
 worse subtracts) and *destroyed* (on held-out known facts, losses only: a held-out fact that got
 better does not pay for one that got worse):
 
-* likelihood bits — log2 p_adapter(a|q) − log2 p_base(a|q), summed over the answer tokens,
-  teacher-forced in the training prompt format. The tokens are exactly those that carried
-  training loss, so the measure counts what training optimised.
+* likelihood bits — log2 p_adapter(a|q) − log2 p_base(a|q), summed over the tokens of the
+  answer a, teacher-forced in the training prompt format. The format's own tokens (the "Answer:"
+  prefix, the end-of-turn marker) are not counted: they say nothing about one fact.
 * exact-match bits — a fact turned from wrong to right earns log2(1/π_r(a)), π_r(a) being the
   share of the facts of its relation whose normalized answer is a. Guessing a relation's most
   common answer is cheap, so an adapter whose answers collapse onto one popular answer earns
@@ -46,7 +46,8 @@ def _encode_all(tokenizer, items: Sequence[tuple[str, str, str]], max_length: in
             raise KnowpackError(f"fact id {fact_id!r} appears twice in the log-probability request",
                                 hint="pass each fact once")
         seen.add(fact_id)
-        encoded.append((fact_id, encode_example(tokenizer, question, answer, loss="answer", max_length=max_length)))
+        encoded.append((fact_id, encode_example(tokenizer, question, answer, loss="answer_text",
+                                                          max_length=max_length)))
     return encoded
 
 
@@ -76,9 +77,11 @@ def answer_log2probs(model, tokenizer, items: Sequence[tuple[str, str, str]], *,
                      batch_size: int = 8) -> dict[str, list[float]]:
     """Teacher-forced log2 p(token) of every answer token, per fact id.
 
-    ``items`` are ``(fact_id, question, answer)``; each is rendered and labelled exactly as a
-    ``loss="answer"`` training example, so the tokens are those training put loss on (the
-    assistant's "Answer: …" and its end-of-turn marker). Batches are right-padded (real tokens
+    ``items`` are ``(fact_id, question, answer)``; each is rendered exactly as a training example
+    and teacher-forced, but only the tokens of the answer string count: the "Answer:" prefix and
+    the end-of-turn marker also carry training loss, yet they are the same for every fact, and an
+    adapter that learned the format would otherwise gain bits on every held-out fact it forgot
+    (measured: "destroyed" stayed 0.0 on every capacity trial when they counted). Batches are right-padded (real tokens
     keep their positions and never attend to padding, so values do not depend on the batch) and
     only the labelled positions go through the LM head, which keeps the vocabulary-sized logits
     small. Works for a plain model and a PeftModel alike; dropout is off while measuring.

@@ -77,7 +77,11 @@ def _special_ids(tokenizer) -> set[int]:
 def encode_example(tokenizer, question: str, answer: str, *, loss: str, max_length: int) -> dict:
     """Tokenize one chat-formatted zero-shot example and build its labels.
 
-    Returns ``input_ids`` and ``labels`` (lists of ints); label ``-100`` = no loss.
+    Returns ``input_ids`` and ``labels`` (lists of ints); label ``-100`` = no loss. ``loss`` is
+    "all" (every token), "answer" (the assistant turn "Answer: …" and its end-of-turn marker: what
+    training optimises) or "answer_text" (only the tokens of the answer string itself: the
+    "Answer:" prefix and the end-of-turn marker are the same for every fact, so a measure of what
+    a model knows about one fact must not count them).
     """
     from knowpack.models.loading import render_chat
 
@@ -90,6 +94,8 @@ def encode_example(tokenizer, question: str, answer: str, *, loss: str, max_leng
         raise KnowpackError("the chat template does not reproduce the assistant answer verbatim",
                             hint="use a tokenizer whose chat template keeps message content unchanged")
     end = start + len(content)
+    if loss == "answer_text" and content.endswith(answer):
+        start = end - len(answer)  # the assistant content is "Answer: {answer}"
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids = list(enc["input_ids"])
     if len(input_ids) > max_length:
@@ -108,7 +114,7 @@ def encode_example(tokenizer, question: str, answer: str, *, loss: str, max_leng
     if last is None:
         raise KnowpackError(f"no answer tokens found for {question[:60]!r}", hint="check the chat template")
     # The end-of-turn marker teaches the model to stop after the answer.
-    if last + 1 < len(input_ids) and input_ids[last + 1] in specials:
+    if loss == "answer" and last + 1 < len(input_ids) and input_ids[last + 1] in specials:
         labels[last + 1] = input_ids[last + 1]
     return {"input_ids": input_ids, "labels": labels}
 

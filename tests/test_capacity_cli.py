@@ -239,5 +239,6 @@ def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
     page = (out / "report.html").read_text()
     assert "Capacity: facts an adapter holds" in page and "every trial passed up to n = 4" in page
     assert f"knowpack capacity {path}" in page
+    assert "knowpack study run" not in page  # the folder is rerun by `knowpack capacity`, not as a study
     for name in ("capacity_vs_rank", "capacity_vs_parameters", "capacity_bits"):
         assert (out / "plots" / f"{name}.png").is_file()

@@ -604,3 +604,33 @@ def test_a_contradicted_check_refutes_the_claim_even_if_another_check_lacks_cell
     assert (v.verdict, v.decidable) == ("contradicted", True)
     assert v.reason.startswith("HK vs w/o") and f"1 {NOT_DECIDABLE}" in v.reason
     assert [p.decidable for p in v.parts] == [True, False]
+
+
+def test_a_floor_effect_is_undecided_not_contradicted(paper):
+    """C5 "refuses less" on a base model that never refuses: the CI [0, 0] would refute it, but a
+    drop could not have been observed — the precondition makes it undecided and says why."""
+    never_refuses = lambda n, e, k, s: {"refusal_rate": 0.0, "refusal_rate_base": 0.0}  # noqa: E731
+    [v] = evaluate_claims([paper["C5"]], study(never_refuses), missing="report")
+    assert v.verdict == "undecided" and not v.decidable
+    assert "never refuses" in v.reason and "refusal_rate_base = 0" in v.reason
+    with pytest.raises(KnowpackError, match="never refuses"):
+        evaluate_claims([paper["C5"]], study(never_refuses))
+    # The same claim with refusals to lose is decided as before, either way.
+    refuses_more = lambda n, e, k, s: {"refusal_rate": 0.3 + 0.01 * s, "refusal_rate_base": 0.1}  # noqa: E731
+    [v] = evaluate_claims([paper["C5"]], study(refuses_more))
+    assert v.verdict == "contradicted"
+
+
+def test_requirement_on_a_missing_column_is_not_decidable():
+    claim = parse_claims("""
+claims:
+  - id: R
+    title: needs a column
+    checks:
+      - metric: {difference: [refusal_rate, refusal_rate_base]}
+        expect: {less_than: 0}
+        requires: [{column: nowhere, expect: {greater_than: 0}, reason: needs nowhere}]
+""")
+    world = lambda n, e, k, s: {"refusal_rate": 0.1, "refusal_rate_base": 0.2}  # noqa: E731
+    [v] = evaluate_claims(claim, study(world), missing="report")
+    assert v.verdict == "undecided" and "nowhere" in v.reason

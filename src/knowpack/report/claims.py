@@ -513,11 +513,27 @@ def _level_text(columns: list[str], values: Any) -> str:
     return ", ".join(f"{c}={v}" for c, v in zip(columns, values))
 
 
+def _check_requirements(check: Check, study: _Study) -> None:
+    """Raise not-decidable when a precondition of the check fails on its cells (a floor effect)."""
+    if not check.requires:
+        return
+    cells = study.select(check.cells, "cells")
+    for requirement in check.requires:
+        if requirement.column not in cells.columns:
+            raise _NotDecidable(f"its precondition needs results column {requirement.column!r}, "
+                                f"which the study did not produce")
+        mean = float(pd.to_numeric(cells[requirement.column], errors="coerce").mean())
+        if math.isnan(mean) or not requirement.holds(mean):
+            raise _NotDecidable(f"{requirement.reason} (mean {requirement.column} = {_fmt(mean)}, "
+                                f"needs {requirement.expect.text()})")
+
+
 def _check_parts(check: Check, name: str, study: _Study) -> list[Part]:
     """Every part of one check: one, or one per ``for_each`` level (an optional check may give none)."""
     if check.optional and not _measured(check.metric, study):
         log.info("skipping optional %s: %s was not measured", name, check.metric.label())
         return []
+    _check_requirements(check, study)
     units = _units(check, study)
     if not check.for_each:
         return [_decided_part(check, name, "", units, study)]

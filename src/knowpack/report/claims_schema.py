@@ -17,7 +17,9 @@ A claim file is YAML::
 Every part of the decision — metric, groups, pairing, claimed side or trend, statistic, alpha and
 the least evidence accepted — is in the file, so a verdict cannot be tuned after seeing results.
 A claim holds when every one of its checks holds; ``for_each`` makes a check hold for every
-level of some columns (e.g. every n), not only on average.
+level of some columns (e.g. every n), not only on average. ``requires`` states what the data must
+show for a check to be able to tell at all (e.g. ``refusal_rate_base > 0`` before "refuses less"):
+when it fails, the check is undecided with that reason rather than decided by a floor effect.
 """
 
 from __future__ import annotations
@@ -274,6 +276,23 @@ class Rule(StrictModel):
         return 1.0 - self.alpha
 
 
+class Requirement(StrictModel):
+    """A condition on the data without which a check cannot tell its answer, e.g. "the base model
+    refuses at all" for "fine-tuned models refuse less": a floor effect is not evidence either way.
+
+    ``column``'s mean over the check's ``cells`` must satisfy ``expect``; otherwise the check is
+    undecided and says ``reason`` (not contradicted by a difference that could not have been negative).
+    """
+
+    column: str
+    expect: Threshold
+    reason: str = Field(min_length=1)
+
+    def holds(self, mean: float) -> bool:
+        t, op = self.expect.value, self.expect.operator
+        return {"greater_than": mean > t, "at_least": mean >= t, "less_than": mean < t, "at_most": mean <= t}[op]
+
+
 class Check(StrictModel):
     """One test of a claim: a metric on group A (``cells``), optionally minus a paired group B."""
 
@@ -286,6 +305,8 @@ class Check(StrictModel):
     expect: Expect
     rule: Rule = Field(default_factory=Rule)
     optional: bool = Field(False, description="skip (not fail) when the study did not measure the metric")
+    requires: list[Requirement] = Field(default_factory=list,
+                                        description="conditions on the data without which the check is undecided")
 
     @field_validator("metric", mode="before")
     @classmethod

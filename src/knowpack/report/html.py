@@ -107,8 +107,14 @@ def study_verdicts(store: StudyStore, results: pd.DataFrame, curves: pd.DataFram
 
 
 def reproduce_command(store: StudyStore) -> str:
-    """The commands that rerun the study and rebuild this report."""
+    """The commands that rerun the study (or the capacity search that made it) and rebuild this report."""
+    from knowpack.capacity.artifacts import CapacityResults
+
     record = store.record()
+    if CapacityResults.exists(store.root):
+        # A capacity folder is written by `knowpack capacity`, whose spec (flags included) is in capacity.json.
+        source = record.source if record is not None and record.source else "CAPACITY.yaml"
+        return f"knowpack capacity {source} && knowpack report {store.root}"
     source = record.source if record is not None and record.source else "STUDY.yaml"
     sets = "".join(f" --set '{o}'" for o in (record.overrides if record is not None else []))
     return f"knowpack study run {source}{sets} && knowpack report {store.root}"
@@ -318,10 +324,8 @@ def _capacity(b: _Builder) -> None:
                cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits"))]
     limits = [f"reliability lower bound ≥ {results.reliability:g}"] if results.reliability is not None else []
     limits += [f"{name.replace('_', ' ')} upper bound ≤ {budget:g}" for name, budget in results.budgets.items()]
-    source = (b.store.record().source if b.store.record() is not None else None) or "CAPACITY.yaml"
     rerun = (f"<p>Rerun (finished trials are reused; the spec as run, with any command-line flags, is in "
-             f"capacity.json): <code>knowpack capacity {html.escape(source)} "
-             f"&amp;&amp; knowpack report {html.escape(str(b.store.root))}</code></p>")
+             f"capacity.json): <code>{html.escape(reproduce_command(b.store))}</code></p>")
     body = (f"<ul>{words}</ul>" + rerun + "".join(_img(f, "capacity") for f in figures if f is not None)
             + _html_table(shown, index=False, digits=4))
     b.add("capacity", "Capacity: facts an adapter holds before a limit", body,

@@ -100,3 +100,18 @@ def test_report_opens_with_the_verdicts_and_writes_findings(tmp_path):
     assert "knowpack study run" in findings and "knowpack report" in findings
     table = pd.read_csv(study / "tables" / "verdicts.csv")
     assert set(table["verdict"]) <= {"supported", "contradicted", "undecided"}
+
+
+def test_reliability_plot_leaves_out_mixtures_without_a_curve(tmp_path, monkeypatch):
+    """A control adapter trains no Unknown fact: no reliability curve, so no legend entry either."""
+    import pandas as pd
+
+    from knowpack.report import plots
+
+    curves = pd.DataFrame([{"unknown": 4, "mixture": m, "epoch": e, "reliability": r}
+                           for m, r in (("w/o", 0.5), ("1 HK", 0.7), ("Ctrl", float("nan"))) for e in (1, 2)])
+    saved = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: saved.setdefault("fig", fig) and path)
+    plots.reliability_curves(curves, tmp_path / "r.png")
+    [legend] = saved["fig"].legends
+    assert [t.get_text() for t in legend.get_texts()] == ["w/o", "1 HK"]

@@ -107,6 +107,27 @@ def test_prompt_longer_than_the_engine_allows(tiny_engine):
     assert backend.greedy(_prompts(backend)[:1], 4)
 
 
+def test_probe_refuses_a_too_long_fact_before_any_request(tiny_engine, tmp_path):
+    """The backend states the engine's context (max_model_len), so the probe's pre-check names the
+    offending fact up front instead of failing inside vLLM mid-run."""
+    from knowpack.facts.schema import Fact
+    from knowpack.probe.config import ProbeConfig
+    from knowpack.probe.runner import run_probe
+
+    backend = tiny_engine.backend()
+    assert backend.context_length == tiny_engine.settings.max_model_len == 512
+    facts = [Fact(id=f"c{i}", subject=f"Country {i}", relation="capital", question=q, answer=f"City{i}")
+             for i, q in enumerate(QUESTIONS)]
+    facts.append(Fact(id="huge", subject="Country X", relation="capital",
+                      question="What is the capital of " + "xyzzy plugh " * 300 + "?", answer="Nowhere"))
+    config = ProbeConfig(prompts=1, shots=1, samples=0, max_new_tokens=8)
+    before = backend.forward_passes
+    with pytest.raises(KnowpackError, match=r"(?<!\d)1 fact\(s\) have few-shot prompts longer than the "
+                                            r"model's context of 512"):
+        run_probe(config, facts, backend, tmp_path / "probe", shot_pool=facts[:2], progress=False)
+    assert backend.forward_passes == before  # nothing was sent to the engine
+
+
 def test_batch_invariant_mode_is_refused_on_cpu(tiny_model_dir):
     with pytest.raises(KnowpackError, match="VLLM_BATCH_INVARIANT"):
         VLLMEngine(str(tiny_model_dir), VLLMSettings(batch_invariant=True))

@@ -70,6 +70,8 @@ def reliability_curves(curves: pd.DataFrame, path: Path) -> Path | None:
         part = curves[curves["unknown"] == n]
         for mixture in mixture_order(part["mixture"]):
             g = part[part["mixture"] == mixture].groupby("epoch")["reliability"].agg(["mean", "min", "max"])
+            if g["mean"].isna().all():  # a control adapter trains no Unknown fact: no curve, no legend entry
+                continue
             ax.plot(g.index, g["mean"], marker="o", ms=3, color=colors[mixture], label=mixture)
             ax.fill_between(g.index, g["min"], g["max"], color=colors[mixture], alpha=0.15, linewidth=0)
         ax.set_title(f"{n} Unknown facts")

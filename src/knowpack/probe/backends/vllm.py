@@ -248,6 +248,9 @@ class VLLMBackend:
         self.lora = engine.lora_request(adapter)
         self.stop_at_newline = stop_at_newline
         self.max_rows = engine.settings.max_num_seqs
+        # The engine's own limit (max_model_len), which a request may not exceed: the probe's
+        # pre-check (knowpack.probe.limits) refuses too-long prompts with it before any work.
+        self.context_length = int(engine.settings.max_model_len)
         self.tokens_processed = 0  # prompt tokens sent + generated (the prefix cache skips some)
         self.forward_passes = 0  # engine steps
         self._encoded: dict[str, list[int]] = {}

@@ -91,3 +91,28 @@ def test_cpu_launcher_that_starts_one_process_is_an_error(tiny_model_dir, tmp_pa
     assert "error: accelerate launch was asked for several processes but started only this one" in stderr
     assert "--processes 1" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+
+
+def test_shipped_accelerate_configs_load_and_the_cpu_one_trains_on_two_ranks(tiny_model_dir, tmp_path):
+    """configs/accelerate/*.yaml are what the docs tell users to launch with: both must parse as
+    accelerate configs, and the CPU one must really start two ranks for `knowpack train --processes 2`."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    gpu = load_config_from_file(str(CONFIGS / "gpu-1node-8.yaml"))
+    assert (gpu.num_processes, gpu.num_machines, str(gpu.mixed_precision)) == (8, 1, "bf16")
+    cpu_config = CONFIGS / "cpu-2.yaml"
+    assert load_config_from_file(str(cpu_config)).num_processes == 2
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    out = tmp_path / "out"
+    cmd = [_launcher(), "launch", "--config_file", str(cpu_config), "--main_process_port", str(_free_port()),
+           "-m", "knowpack.cli.app", "--threads", "1", "train", "--model", str(tiny_model_dir),
+           "--train", str(_train_file(tmp_path)), "--out", str(out), "--processes", "2",
+           "--epochs", "1", "--rank", "2", "--targets", "q_proj", "--batch-size", "4", "--quiet"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["global_batch"] == 4
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()

@@ -523,7 +523,7 @@ def _check_requirements(check: Check, study: _Study) -> None:
             raise _NotDecidable(f"its precondition needs results column {requirement.column!r}, "
                                 f"which the study did not produce")
         mean = float(pd.to_numeric(cells[requirement.column], errors="coerce").mean())
-        if math.isnan(mean) or not requirement.holds(mean):
+        if math.isnan(mean) or not requirement.expect.holds(mean):
             raise _NotDecidable(f"{requirement.reason} (mean {requirement.column} = {_fmt(mean)}, "
                                 f"needs {requirement.expect.text()})")
 

@@ -218,6 +218,12 @@ class Threshold(StrictModel):
     def value(self) -> float:
         return float(getattr(self, self.operator))
 
+    def holds(self, value: float) -> bool:
+        """Whether one number lies on the stated side (a point, not an interval: see claims.decide)."""
+        t = self.value
+        return {"greater_than": value > t, "at_least": value >= t, "less_than": value < t,
+                "at_most": value <= t}[self.operator]
+
     def text(self) -> str:
         symbol = {"greater_than": ">", "at_least": "≥", "less_than": "<", "at_most": "≤"}[self.operator]
         return f"{symbol} {self.value:g}"
@@ -288,9 +294,6 @@ class Requirement(StrictModel):
     expect: Threshold
     reason: str = Field(min_length=1)
 
-    def holds(self, mean: float) -> bool:
-        t, op = self.expect.value, self.expect.operator
-        return {"greater_than": mean > t, "at_least": mean >= t, "less_than": mean < t, "at_most": mean <= t}[op]
 
 
 class Check(StrictModel):

@@ -81,10 +81,10 @@ def answer_log2probs(model, tokenizer, items: Sequence[tuple[str, str, str]], *,
     and teacher-forced, but only the tokens of the answer string count: the "Answer:" prefix and
     the end-of-turn marker also carry training loss, yet they are the same for every fact, and an
     adapter that learned the format would otherwise gain bits on every held-out fact it forgot
-    (measured: "destroyed" stayed 0.0 on every capacity trial when they counted). Batches are right-padded (real tokens
-    keep their positions and never attend to padding, so values do not depend on the batch) and
-    only the labelled positions go through the LM head, which keeps the vocabulary-sized logits
-    small. Works for a plain model and a PeftModel alike; dropout is off while measuring.
+    (measured: "destroyed" stayed 0.0 on every capacity trial when they counted). Batches are
+    right-padded (real tokens keep their positions and never attend to padding, so values do not
+    depend on the batch) and only the labelled positions go through the LM head, which keeps the
+    vocabulary-sized logits small. Works for a plain model and a PeftModel alike; dropout is off while measuring.
     """
     import torch
 

@@ -295,7 +295,6 @@ class Requirement(StrictModel):
     reason: str = Field(min_length=1)
 
 
-
 class Check(StrictModel):
     """One test of a claim: a metric on group A (``cells``), optionally minus a paired group B."""
 

@@ -84,7 +84,8 @@ def answer_log2probs(model, tokenizer, items: Sequence[tuple[str, str, str]], *,
     (measured: "destroyed" stayed 0.0 on every capacity trial when they counted). Batches are
     right-padded (real tokens keep their positions and never attend to padding, so values do not
     depend on the batch) and only the labelled positions go through the LM head, which keeps the
-    vocabulary-sized logits small. Works for a plain model and a PeftModel alike; dropout is off while measuring.
+    vocabulary-sized logits small. Works for a plain model and a PeftModel alike; dropout is off
+    while measuring.
     """
     import torch
 

@@ -429,15 +429,12 @@ def decide(threshold: Threshold, low: float, high: float) -> tuple[str, float]:
     t = threshold.value
     if math.isnan(low) or math.isnan(high):
         return "undecided", -math.inf
-    rules = {
-        "greater_than": (low > t, high <= t, low - t),
-        "at_least": (low >= t, high < t, low - t),
-        "less_than": (high < t, low >= t, t - high),
-        "at_most": (high <= t, low > t, t - high),
-    }
-    supported, contradicted, margin = rules[threshold.operator]
+    # The CI's bound nearest the claimed side decides support, the farthest decides refutation.
+    upward = threshold.operator in ("greater_than", "at_least")
+    near, far = (low, high) if upward else (high, low)
+    supported, contradicted = threshold.holds(near), not threshold.holds(far)
     verdict = "supported" if supported else "contradicted" if contradicted else "undecided"
-    return verdict, float(margin)
+    return verdict, float(near - t if upward else t - near)
 
 
 def _threshold(check: Check) -> Threshold:

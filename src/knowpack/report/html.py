@@ -111,11 +111,11 @@ def reproduce_command(store: StudyStore) -> str:
     from knowpack.capacity.artifacts import CapacityResults
 
     record = store.record()
+    given = record.source if record is not None and record.source else None
     if CapacityResults.exists(store.root):
         # A capacity folder is written by `knowpack capacity`, whose spec (flags included) is in capacity.json.
-        source = record.source if record is not None and record.source else "CAPACITY.yaml"
-        return f"knowpack capacity {source} && knowpack report {store.root}"
-    source = record.source if record is not None and record.source else "STUDY.yaml"
+        return f"knowpack capacity {given or 'CAPACITY.yaml'} && knowpack report {store.root}"
+    source = given or "STUDY.yaml"
     sets = "".join(f" --set '{o}'" for o in (record.overrides if record is not None else []))
     return f"knowpack study run {source}{sets} && knowpack report {store.root}"
 

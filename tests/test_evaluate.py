@@ -145,3 +145,38 @@ def test_cli_evaluate(setup):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["floors"]["status"] == "disabled"
     assert set(metrics) == {"canary", "reliability", "shifts", "floors", "benchmarks", "meta", "format_version"}
+
+
+def test_base_answer_log2p_of_heldout_facts_are_computed_once_per_shared_cache(setup, tmp_path, monkeypatch):
+    """Cells sharing a base cache reuse the base model's held-out log-probabilities; the trained
+    group is measured per cell; cached values are exactly what a fresh computation gives."""
+    from knowpack.evaluate import inputs
+    from knowpack.models.loading import load_model
+
+    heldout = [f for f in setup["probed"] if f not in setup["trained"]][:3]
+    monkeypatch.setattr(inputs, "bits_fact_ids", lambda ctx: (list(setup["trained"]), heldout))
+    config = EvalConfig(facts=str(setup["facts"]), benchmarks=[])
+    loaded = load_model(str(setup["model"]))
+
+    def log2p(adapter: str, cache: Path) -> dict:
+        ctx = inputs.EvalContext(config, loaded, setup[adapter], setup["mix"], tmp_path / adapter, progress=False,
+                                 base_cache=cache)
+        try:
+            return ctx.get("answer_log2p")
+        finally:
+            ctx.close()
+
+    first = log2p("adapter", tmp_path / "shared")
+    files = list((tmp_path / "shared" / "answer-log2p").glob("*.json"))
+    assert len(files) == 1 and set(json.loads(files[0].read_text())) == set(heldout)
+    assert set(first["base"]) == set(first["adapted"]) == set(setup["trained"]) | set(heldout)
+    assert first["base"] != first["adapted"]
+    # Mark the cached values: the next cell must read them instead of recomputing.
+    marked = {fid: [v - 1.0 for v in values] for fid, values in json.loads(files[0].read_text()).items()}
+    files[0].write_text(json.dumps(marked))
+    second = log2p("fresh", tmp_path / "shared")
+    assert all(second["base"][f] == marked[f] for f in heldout)
+    # The trained group is not shared: measured again, the same as in the first cell.
+    assert all(second["base"][f] == first["base"][f] for f in setup["trained"])
+    fresh = log2p("fresh", tmp_path / "alone")
+    assert all(fresh["base"][f] == first["base"][f] for f in heldout)

@@ -32,6 +32,9 @@ from knowpack.errors import KnowpackError
 logger = logging.getLogger(__name__)
 
 ALLEN_ZHU_LI_BITS_PER_PARAMETER = 2.0
+# Bumped whenever what answer_log2probs measures changes (prompt format, counted tokens), so cached
+# base-model values of an older definition are never reused.
+ANSWER_LOG2P_VERSION = 2
 
 
 # ---------------------------------------------------------------- teacher-forced log-probabilities

@@ -2,7 +2,7 @@
 
 Inputs: ``mix``, ``probe``, ``facts``, ``probe_config``, ``match_mode``, ``category_shots``, ``base_probe``,
 ``adapted_model``, ``canary``, ``adapter_probe``, ``paired_probe``, ``sensitivity_probe``,
-``adapter_alt_probe``, ``reliability_answers``, ``collapse``, ``benchmarks``.
+``adapter_alt_probe``, ``reliability_answers``, ``answer_log2p``, ``collapse``, ``benchmarks``.
 Probe inputs are ``{fact_id: categories.jsonl row}`` dicts.
 """
 
@@ -349,6 +349,70 @@ def _reliability_answers(ctx: EvalContext) -> dict:
                         for (fid, text), v in zip(pairs, variants)],
         "excluded": excluded,
     }
+
+
+def bits_fact_ids(ctx: EvalContext) -> tuple[list[str], list[str]]:
+    """(trained Unknown, held-out known) fact ids the bits metric measures.
+
+    Trained facts count only once the adapter was asked about them (reliability) and the base
+    probe knows their category; held-out facts only where the base model knew them.
+    """
+    from knowpack.evaluate.metrics.shifts import KNOWN
+
+    mix, base, adapted = ctx.get("mix"), ctx.get("base_probe"), ctx.get("adapter_probe")
+    answered = ctx.get("reliability_answers")["trained"]
+    trained = [f for f in mix.trained_unknown if f in answered and f in base]
+    heldout = [f for f in mix.eval_sets.ids("heldout")
+               if f in base and f in adapted and base[f]["category"] in KNOWN]
+    return trained, heldout
+
+
+@evaluation_input("answer_log2p")
+def _answer_log2p(ctx: EvalContext) -> dict[str, Any]:
+    """Teacher-forced answer log2-probabilities of the facts the bits metric measures.
+
+    ``{"trained": ids, "heldout": ids, "base": {id: [...]}, "adapted": {id: [...]}}``. Trained and
+    held-out facts are measured as two separate groups, each always batched the same way, so a
+    fact's values never depend on which other cell ran first. The base model's values on the
+    held-out group are the same for every cell of a study that shares it (same model, facts and
+    encoding), so they are kept in ``base_cache`` and computed once per seed (they were half of
+    the metric's time per cell).
+    """
+    from knowpack.capacity.bits import answer_log2probs
+    from knowpack.io import write_json
+
+    trained, heldout = bits_fact_ids(ctx)
+    pool, adapted = ctx.get("mix").facts, ctx.get("adapted_model")
+    result: dict[str, Any] = {"trained": trained, "heldout": heldout, "base": {}, "adapted": {}}
+    for ids, shared in ((trained, False), (heldout, True)):
+        if not ids:
+            continue
+        items = [(f, pool[f].question, pool[f].answer) for f in ids]
+        result["adapted"].update(answer_log2probs(adapted.model, adapted.tokenizer, items, max_length=BITS_MAX_LENGTH))
+        cache = _log2p_cache_path(ctx, items) if shared else None
+        if cache is not None and cache.is_file():
+            result["base"].update(json.loads(cache.read_text(encoding="utf-8")))
+            continue
+        with ctx.base_model() as base:
+            values = answer_log2probs(base.model, base.tokenizer, items, max_length=BITS_MAX_LENGTH)
+        if cache is not None:
+            write_json(cache, values)
+        result["base"].update(values)
+    return result
+
+
+# Long enough for any fact in the training prompt format; the encoder refuses longer ones.
+BITS_MAX_LENGTH = 4096
+
+
+def _log2p_cache_path(ctx: EvalContext, items: list[tuple[str, str, str]]) -> Path:
+    """Where the base model's log-probabilities of one group of facts are kept, keyed by what decides them."""
+    from knowpack.capacity.bits import ANSWER_LOG2P_VERSION
+    from knowpack.io import stable_hash
+
+    key = stable_hash({"model": ctx.loaded.model_hash, "items": items, "max_length": BITS_MAX_LENGTH,
+                       "version": ANSWER_LOG2P_VERSION}, length=16)
+    return ctx.base_cache / "answer-log2p" / f"{key}.json"
 
 
 @evaluation_input("collapse")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knowpack.evaluate.metrics.shifts import KNOWN
 from knowpack.evaluate.registry import MetricOutput, metric
 
 
@@ -52,26 +51,21 @@ def _majority(flags: list[bool]) -> bool:
     return bool(flags) and 2 * sum(map(bool, flags)) >= len(flags)
 
 
-@metric("bits", needs=("adapted_model", "adapter_dir", "mix", "base_probe", "adapter_probe", "reliability_answers"))
-def bits(*, config, adapted_model, adapter_dir, mix, base_probe, adapter_probe, reliability_answers) -> MetricOutput:
+@metric("bits", needs=("answer_log2p", "adapter_dir", "mix", "base_probe", "adapter_probe", "reliability_answers"))
+def bits(*, config, answer_log2p, adapter_dir, mix, base_probe, adapter_probe, reliability_answers) -> MetricOutput:
     """Likelihood and exact-match bits written (trained facts) and destroyed (held-out known facts)."""
-    from knowpack.capacity.bits import answer_rarity_bits, base_and_adapted_log2probs, measure_bits
+    from knowpack.capacity.bits import answer_rarity_bits, measure_bits
 
-    trained = [f for f in mix.trained_unknown if f in reliability_answers["trained"] and f in base_probe]
-    heldout = [f for f in mix.eval_sets.ids("heldout")
-               if f in base_probe and f in adapter_probe and base_probe[f]["category"] in KNOWN]
+    trained, heldout = answer_log2p["trained"], answer_log2p["heldout"]
     if not trained and not heldout:
         return MetricOutput(summary={"status": "no trained or held-out known facts to measure"})
     pool = mix.facts
-    items = [(f, pool[f].question, pool[f].answer) for f in trained + heldout]
-    base_lp, adapted_lp = base_and_adapted_log2probs(adapted_model.model, adapted_model.tokenizer, items,
-                                                     max_length=4096)
     before = {f: _majority(base_probe[f]["greedy_correct"]) for f in trained + heldout}
     after = {**{f: _majority(reliability_answers["trained"][f]) for f in trained},
              **{f: _majority(adapter_probe[f]["greedy_correct"]) for f in heldout}}
     parameters = trainable_parameters(adapter_dir)
-    result = measure_bits(base_log2p=base_lp, adapted_log2p=adapted_lp, rarity=answer_rarity_bits(pool.values()),
-                          correct_before=before, correct_after=after, trained_ids=trained, heldout_ids=heldout,
+    result = measure_bits(base_log2p=answer_log2p["base"], adapted_log2p=answer_log2p["adapted"],
+                          rarity=answer_rarity_bits(pool.values()), correct_before=before, correct_after=after, trained_ids=trained, heldout_ids=heldout,
                           trainable_parameters=parameters)
     summary = result.summary.model_dump(mode="json")
     summary["definition"] = ("written: trained Unknown facts; destroyed: held-out facts the base model knew; "

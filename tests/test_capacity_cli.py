@@ -242,3 +242,46 @@ def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
     assert "knowpack study run" not in page  # the folder is rerun by `knowpack capacity`, not as a study
     for name in ("capacity_vs_rank", "capacity_vs_parameters", "capacity_bits"):
         assert (out / "plots" / f"{name}.png").is_file()
+
+
+def test_full_fine_tuning_is_one_arm_without_a_rank_at_its_own_learning_rate(tmp_path):
+    from knowpack.capacity.trials import trial_study
+    from knowpack.study.grid import expand_grid
+
+    run = parse_capacity(base_spec(tmp_path, methods=["lora", "full"], full_lr=2e-5))
+    assert run.section.arms() == [("lora", 1), ("lora", 4), ("full", None)]
+    cells = expand_grid(trial_study(run, 3, method="full", rank=None))
+    assert {(c.train.method, c.train.lr) for c in cells} == {("full", 2e-5)}
+    with pytest.raises(KnowpackError) as err:
+        parse_capacity(base_spec(tmp_path, methods=["full"], full_lr=1e-3))
+    assert "capacity.full_lr" in err.value.message
+
+
+@pytest.mark.integration
+def test_full_fine_tuning_arm_beside_lora_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """A LoRA arm and the full fine-tuning arm in one search: real training of both, one table."""
+    spec = {
+        "name": "tiny-full", "model": str(tiny_model_dir), "facts": str(_facts(tmp_path / "facts.jsonl")),
+        "probe": {"prompts": 1, "shots": 1, "samples": 0, "max_new_tokens": 4, "batch_size": 16},
+        "mix": {"heldout_per_category": 2, "retention_sample": 1},
+        "train": {"preset": "smollm2", "epochs": 1, "batch_size": 4, "eval_every_epoch": False},
+        "eval": {"benchmarks": [], "max_untrained": 2, "noise_floor": False, "second_draw": False},
+        "out": str(tmp_path / "cap"),
+        "capacity": {"ranks": [2], "methods": ["lora", "full"], "seeds": [1], "reliability": 0.0,
+                     "max_refusal_change": 1.0, "n_min": 1, "n_max": 2},
+    }
+    result = CliRunner().invoke(app, ["capacity", str(write(tmp_path, spec)), "--quiet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "cap"
+    frame = pd.read_csv(out / "capacity.csv")
+    assert frame["method"].tolist() == ["lora", "full"] and math.isnan(frame["rank"][1])
+    from knowpack.models import load_model
+
+    model = load_model(str(tiny_model_dir)).model
+    every = sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+    assert frame["trainable_parameters"].tolist()[1] == every > frame["trainable_parameters"][0]
+    full_cells = [p.parent for p in (out / "cells").glob("*/train/adapter/config.json")]
+    assert full_cells and all((p / "model.safetensors").is_file() for p in full_cells)
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert "full (" in (out / "report.html").read_text()

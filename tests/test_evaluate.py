@@ -180,3 +180,42 @@ def test_base_answer_log2p_of_heldout_facts_are_computed_once_per_shared_cache(s
     assert all(second["base"][f] == first["base"][f] for f in setup["trained"])
     fresh = log2p("fresh", tmp_path / "alone")
     assert all(fresh["base"][f] == first["base"][f] for f in heldout)
+
+
+def test_a_fully_fine_tuned_model_is_evaluated_against_the_untouched_base(setup, tmp_path):
+    """Method full: the model folder is loaded beside the base model; the canary, the yardsticks and
+    the bits compare the two, and the caller's model is the base model before and after."""
+    import torch
+
+    from knowpack.evaluate.runner import evaluate
+    from knowpack.models.loading import load_model
+    from knowpack.train import load_preset, train_adapter
+
+    loaded = load_model(str(setup["model"]))
+    weights = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    config = load_preset("smollm2", method="full", lr=1e-4, epochs=1, batch_size=2)
+    summary = train_adapter(config, loaded, setup["mix"] / "train.jsonl", tmp_path / "train", progress=False)
+    eval_config = EvalConfig(facts=str(setup["facts"]), benchmarks=[])
+    result = evaluate(eval_config, loaded, tmp_path / "train" / "adapter", setup["mix"], tmp_path / "eval",
+                      progress=False)
+    assert result.sections["canary"]["max_abs_logit_diff"] > 0
+    assert result.sections["canary"]["lora_b_all_zero"] is None
+    assert result.sections["bits"]["trainable_parameters"] == summary["trainable_parameters"]
+    # The paired floor compares the base model with itself: it must see the base, not the copy.
+    assert result.sections["floors"]["paired_floor"]["greedy_answer_agreement"] == 1.0
+    assert not hasattr(loaded.model, "peft_config")
+    for name, param in loaded.model.named_parameters():
+        assert torch.equal(param, weights[name]), name
+
+
+def test_control_adapters_can_skip_the_benchmarks_without_changing_other_keys(tmp_path):
+    from types import SimpleNamespace
+
+    from knowpack.evaluate.inputs import EvalContext
+
+    # Off only where asked: the default stays out of the dump that addresses existing evaluations.
+    assert "benchmarks_on_controls" not in EvalConfig().model_dump()
+    config = EvalConfig(benchmarks=["mmlu"], benchmarks_on_controls=False)
+    control = EvalContext(config, None, tmp_path, tmp_path, tmp_path, mix=SimpleNamespace(trained_unknown=[]))
+    result = control.get("benchmarks")
+    assert result["base"] == result["adapted"] == {} and "control adapter" in result["skipped"]

@@ -115,3 +115,15 @@ def test_reliability_plot_leaves_out_mixtures_without_a_curve(tmp_path, monkeypa
     plots.reliability_curves(curves, tmp_path / "r.png")
     [legend] = saved["fig"].legends
     assert [t.get_text() for t in legend.get_texts()] == ["w/o", "1 HK"]
+
+
+def test_report_with_control_cells_that_skipped_the_benchmarks(tmp_path):
+    """benchmarks_on_controls: false leaves the control cells without MMLU: NaN, not an error."""
+    study = make_fake_study(tmp_path / "s", mixtures=((0, "paraphrase"), (10, "paraphrase"), (0, "control")),
+                            control_benchmarks=False)
+    results, _ = write_results(study)
+    control = results[results["kind"] == "control"]
+    assert len(control) == 4 and control["mmlu"].isna().all()
+    assert results.loc[results["kind"] != "control", "mmlu"].notna().all()
+    page = build_report(study).read_text()
+    assert "Benchmarks" in page and (study / "plots" / "benchmarks_vs_n.png").is_file()

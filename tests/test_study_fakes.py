@@ -36,8 +36,11 @@ def fake_after(base: str, fid: str, n: int, extra: int, seed: int) -> str:
 
 
 def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, trained: list[str],
-                    categories: list[dict], benchmarks: bool = True) -> dict:
-    """metrics.json / per_fact.parquet / transitions.csv in the evaluate stage's formats."""
+                    categories: list[dict], benchmarks: bool | str = True) -> dict:
+    """metrics.json / per_fact.parquet / transitions.csv in the evaluate stage's formats.
+
+    ``benchmarks``: True = MMLU results, False = not configured, a string = skipped for that reason.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     after = {c["id"]: fake_after(c["category"], c["id"], n, extra, seed) for c in categories}
     held = [c for c in categories if c["id"] not in trained]
@@ -65,7 +68,8 @@ def write_fake_eval(out_dir: Path, *, n: int, extra: int, kind: str, seed: int, 
             "HighlyKnown→Unknown": {"n": 2, "counts": {}, "shares": {"explosion": 0.5, "target": 0.0,
                                                                    "domain": 0.0, "explained": 0.5}}},
         "benchmarks": ({"mmlu": {"base": {"acc": 0.30}, "adapted": {"acc": round(0.30 - 0.001 * n, 4)}}}
-                       if benchmarks else {"status": "not configured"}),
+                       if benchmarks is True else {"status": "not configured"} if not benchmarks
+                       else {"skipped": benchmarks}),
     }
     meta = EvalMeta(model_hash="fake", adapter="adapter", adapter_hash="fake", mix="mix", n_facts=len(categories),
                     n_trained_facts=len(trained), probe_config={})
@@ -100,7 +104,8 @@ def write_fake_training(train_dir: Path, *, epochs: int, extra: int, seed: int) 
 
 
 def make_fake_study(root: Path, *, ns=(10, 50), mixtures=((0, "paraphrase"), (10, "paraphrase")),
-                    seeds=(1, 2), benchmarks: bool = True, failed: int = 0) -> Path:
+                    seeds=(1, 2), benchmarks: bool = True, failed: int = 0,
+                    control_benchmarks: bool = True) -> Path:
     """A study folder (study.json + cells/*) as `study run` leaves it, written through its artifact classes."""
     categories = fake_categories()
     keys = []
@@ -120,7 +125,9 @@ def make_fake_study(root: Path, *, ns=(10, 50), mixtures=((0, "paraphrase"), (10
                     continue
                 write_fake_training(cell / "train", epochs=3, extra=extra, seed=seed)
                 write_fake_eval(cell / "eval" / "e1", n=n, extra=extra, kind=kind, seed=seed, trained=trained,
-                                categories=categories, benchmarks=benchmarks)
+                                categories=categories,
+                                benchmarks=benchmarks if control_benchmarks or kind != "control"
+                                else "control adapter (benchmarks_on_controls: false)")
                 CellStatus(state="done", timings={"mix": 0.1, "train": 2.0, "evaluate": 1.0}, seconds=3.1).write(cell)
     from knowpack.report.claims_schema import paper_claims
 

@@ -20,7 +20,7 @@ from knowpack.train import load_preset, train_adapter
 from knowpack.train.config import METHODS, TrainConfig
 from knowpack.train.trainer import peft_config
 
-PEFT_METHODS = list(METHODS)
+PEFT_METHODS = [m for m in METHODS if m != "full"]  # full: tests/test_train_full.py
 QUESTIONS = [("What is the capital of France?", "Paris"), ("What is the capital of Peru?", "Lima"),
              ("What is the capital of Chad?", "Ndjamena"), ("What is the capital of Fiji?", "Suva")]
 

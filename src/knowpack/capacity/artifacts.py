@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from knowpack.capacity.bits import ALLEN_ZHU_LI_BITS_PER_PARAMETER
 from knowpack.capacity.search import RELIABILITY, CapacitySearchResult
-from knowpack.capacity.spec import HARM_MEANINGS, HARMS
+from knowpack.capacity.spec import HARM_MEANINGS, HARMS, arm_label
 from knowpack.report.stats import t_interval
 from knowpack.schema import JsonArtifact
 
@@ -30,7 +30,7 @@ class ArmResult(BaseModel):
     """One arm's search: its settings, the search result and every trial's per-seed values."""
 
     method: str
-    rank: int
+    rank: int | None  # None: full fine-tuning, which has no rank
     trainable_parameters: int | None
     n_max_searched: int  # the spec's n_max, lowered when the base probe has fewer facts
     search: CapacitySearchResult
@@ -126,7 +126,7 @@ def describe_arm(arm: ArmResult) -> str:
     """One paragraph in words: how many facts the arm holds and which limit stopped it."""
     search = arm.search
     params = f"{arm.trainable_parameters:,} trainable parameters" if arm.trainable_parameters else "parameters unknown"
-    head = f"{arm.method} rank {arm.rank} ({params}): "
+    head = f"{arm_label(arm.method, arm.rank)} ({params}): "
     if search.status == "n_max_reached":
         text = (f"every trial passed up to n = {arm.n_max_searched} (the largest n searched), so it holds at "
                 f"least {search.n_found} facts; no limit was reached")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from knowpack.capacity.artifacts import CSV_NAME, ArmResult, CapacityResults, capacity_frame
 from knowpack.capacity.search import search_capacity
-from knowpack.capacity.spec import CapacityRun
+from knowpack.capacity.spec import CapacityRun, arm_label
 from knowpack.capacity.trials import ArmTrials, as_json, trial_study
 from knowpack.errors import KnowpackError
 
@@ -101,14 +101,13 @@ def run_capacity(run: CapacityRun, *, stages=None, progress: bool = True) -> Cap
 
     started, t0 = now(), time.perf_counter()
     section = run.section
-    arms = [ArmTrials(run, method, rank, stages=stages, progress=progress)
-            for method in section.methods for rank in section.ranks]
+    arms = [ArmTrials(run, method, rank, stages=stages, progress=progress) for method, rank in section.arms()]
     arms[0].details_for(section.n_min)  # the first trial also makes the base probe
     n_max = pool_limit(run, arms[0])
     done: list[ArmResult] = []
     for arm in arms:
         done.append(_search_arm(arm, n_max))
-        logger.info("capacity %s rank %d: n found %d (%s)", arm.method, arm.rank, done[-1].search.n_found,
+        logger.info("capacity %s: n found %d (%s)", arm_label(arm.method, arm.rank), done[-1].search.n_found,
                     ", ".join(done[-1].search.bound_by))
     results = CapacityResults(
         name=run.spec.name, model=run.spec.model, spec=run.spec.model_dump(mode="json"),

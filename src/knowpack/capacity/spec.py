@@ -20,7 +20,7 @@ from knowpack.errors import KnowpackError
 from knowpack.mix.config import KINDS
 from knowpack.schema import StrictModel, validation_problems
 from knowpack.study.spec import StudySpec, apply_overrides, known_values, non_empty_unique, read_yaml
-from knowpack.train.config import METHODS
+from knowpack.train.config import MAX_FULL_LR, METHODS
 
 # Harm name in the search -> the capacity option that sets its budget.
 HARMS = {"negative_shift": "max_negative_shift", "mmlu_drop": "max_mmlu_drop", "refusal_change": "max_refusal_change"}
@@ -31,11 +31,19 @@ HARM_MEANINGS = {
 }
 
 
+def arm_label(method: str, rank: int | None) -> str:
+    """How an arm is named in logs and reports: "lora rank 4", or "full" (no rank)."""
+    return method if rank is None else f"{method} rank {rank}"
+
+
 class CapacitySection(StrictModel):
     """``capacity:``: the arms searched, the limits every trial must meet, and the range of n."""
 
     ranks: list[int] = Field(default_factory=lambda: [1, 4, 16], description="adapter ranks searched")
     methods: list[str] = Field(default_factory=lambda: ["lora"], description="PEFT methods: " + ", ".join(METHODS))
+    full_lr: float = Field(5e-5, gt=0, le=MAX_FULL_LR,
+                           description="learning rate of the full fine-tuning arm (method full; it has no rank, and "
+                                       "the LoRA presets' rates would wreck a whole model)")
     reliability: float | None = Field(0.95, ge=0, le=1, description="target for the lower bound of reliability")
     max_negative_shift: StrictFloat | None = Field(
         None, description="budget: negative shift of held-out facts beyond the control adapter")
@@ -97,6 +105,11 @@ class CapacitySection(StrictModel):
     def budgets(self) -> dict[str, float]:
         """Harm name -> budget, for the budgets that were given (only they are checked)."""
         return {harm: getattr(self, option) for harm, option in HARMS.items() if getattr(self, option) is not None}
+
+    def arms(self) -> list[tuple[str, int | None]]:
+        """(method, rank) per arm: every rank of a PEFT method; full fine-tuning once, without a rank."""
+        return [(method, None) if method == "full" else (method, rank)
+                for method in self.methods for rank in (self.ranks if method != "full" else [None])]
 
     def search_config(self, n_max: int | None = None) -> CapacitySearchConfig:
         """The search settings of one arm; ``n_max`` lowers the range (e.g. to what the probe found)."""
@@ -186,12 +199,11 @@ def _check_trial_cells(run: CapacityRun) -> None:
     from knowpack.capacity.trials import trial_study
 
     problems: list[str] = []
-    for method in run.section.methods:
-        for rank in run.section.ranks:
-            try:
-                trial_study(run, run.section.n_min, method=method, rank=rank)
-            except KnowpackError as exc:
-                problems += [p for p in exc.message.splitlines()[1:] or [exc.message]
-                             if p.strip() and p.strip() not in [q.strip() for q in problems]]
+    for method, rank in run.section.arms():
+        try:
+            trial_study(run, run.section.n_min, method=method, rank=rank)
+        except KnowpackError as exc:
+            problems += [p for p in exc.message.splitlines()[1:] or [exc.message]
+                         if p.strip() and p.strip() not in [q.strip() for q in problems]]
     if problems:
         _raise_invalid([p.strip() for p in problems], run.source)

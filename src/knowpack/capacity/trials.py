@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from knowpack.capacity.search import TrialResult
+from knowpack.capacity.spec import arm_label
 from knowpack.errors import KnowpackError
 
 if TYPE_CHECKING:
@@ -35,8 +36,11 @@ CELL_COLUMNS = ("reliability", "negative_shift", "mmlu_base", "mmlu", "refusal_r
                 "em_bits_per_parameter", "facts_learned", "facts_per_parameter")
 
 
-def trial_study(run: CapacityRun, n: int, *, method: str, rank: int) -> Study:
-    """The study of one trial: n Unknown facts with the spec's (k, kind) and its control, every seed."""
+def trial_study(run: CapacityRun, n: int, *, method: str, rank: int | None) -> Study:
+    """The study of one trial: n Unknown facts with the spec's (k, kind) and its control, every seed.
+
+    The full fine-tuning arm (rank None) trains at the section's ``full_lr``.
+    """
     from knowpack.study.plan import parse_study
 
     section = run.section
@@ -46,7 +50,11 @@ def trial_study(run: CapacityRun, n: int, *, method: str, rank: int) -> Study:
     raw["out"] = str(run.out_dir)
     kinds = [section.kind, "control"] if section.with_controls() else [section.kind]
     raw["grid"] = {"unknown": [n], "extra": [section.extra], "kind": kinds,
-                   "seed": list(section.seeds), "rank": [rank], "method": [method]}
+                   "seed": list(section.seeds), "method": [method]}
+    if rank is not None:
+        raw["grid"]["rank"] = [rank]
+    if method == "full":
+        raw["grid"]["lr"] = [section.full_lr]
     return parse_study(raw, source=run.source)
 
 
@@ -129,7 +137,7 @@ class ArmTrials:
 
     run: CapacityRun
     method: str
-    rank: int
+    rank: int | None
     stages: Stages | None = None
     progress: bool = True
     details: dict[int, TrialDetails] = field(default_factory=dict)
@@ -140,7 +148,7 @@ class ArmTrials:
         from knowpack.study.runner import run_study
 
         if n not in self.details:
-            logger.info("capacity %s rank %d: trial n=%d", self.method, self.rank, n)
+            logger.info("capacity %s: trial n=%d", arm_label(self.method, self.rank), n)
             study = trial_study(self.run, n, method=self.method, rank=self.rank)
             result = run_study(study, stages=self.stages, progress=self.progress)
             if result.failed:

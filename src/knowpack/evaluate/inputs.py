@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.registry import INPUTS, evaluation_input
 from knowpack.mix.artifacts import MixFolder
-from knowpack.models.adapters import adapter_hash, attach_adapter
+from knowpack.models.adapters import adapter_hash, attach_adapter, detach_adapter
 from knowpack.probe.artifacts import ProbeFolder
 
 log = logging.getLogger(__name__)
@@ -66,18 +66,19 @@ class EvalContext:
         """Take the adapter's layers out of the caller's model again (PEFT injected them in place).
 
         A study reuses one loaded model for every cell; leaving LoRA layers behind would make the
-        next cell train or probe a modified model.
+        next cell train or probe a modified model. A fully fine-tuned model was loaded beside the
+        base model and is simply dropped.
         """
         wrapped = self._values.pop("adapted_model", None)
         if wrapped is not None:
-            wrapped.model.unload()
+            self.loaded.model = detach_adapter(wrapped.model, self.loaded.model)
 
     @contextlib.contextmanager
     def base_model(self) -> Iterator[Any]:
         """A LoadedModel behaving as the base model, even after the adapter was injected in place."""
         wrapped = self._values.get("adapted_model")
-        if wrapped is None:
-            yield self.loaded
+        if wrapped is None or not hasattr(wrapped.model, "disable_adapter"):
+            yield self.loaded  # no adapter yet, or a fine-tuned model beside the untouched base
             return
         with wrapped.model.disable_adapter():
             yield _view(self.loaded, wrapped.model.get_base_model())
@@ -240,7 +241,7 @@ def _canary(ctx: EvalContext) -> dict:
     train = [row.model_dump() for row in ctx.get("mix").train]
     unknown = [r for r in train if r["role"] == "unknown"] or train
     return adapter_canary(adapted.model, adapted.tokenizer, ctx.adapter_dir, unknown[:ctx.config.canary_facts],
-                          tolerance=ctx.config.canary_tolerance)
+                          tolerance=ctx.config.canary_tolerance, base_model=ctx.loaded.model)
 
 
 def _shot_pool(ctx: EvalContext) -> list | None:
@@ -428,6 +429,9 @@ def _benchmarks(ctx: EvalContext) -> dict:
 
     if not ctx.config.benchmarks:
         return {"base": {}, "adapted": {}}
+    if not ctx.config.benchmarks_on_controls and not ctx.get("mix").trained_unknown:
+        log.debug("evaluate: benchmarks skipped for a control adapter (benchmarks_on_controls: false)")
+        return {"base": {}, "adapted": {}, "skipped": "control adapter (benchmarks_on_controls: false)"}
     cache = _benchmark_cache_path(ctx)
     if cache is not None and cache.is_file():
         log.debug("evaluate: base-model benchmarks from cache %s", cache)

@@ -6,7 +6,8 @@ from importlib import resources
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, ValidationError, model_serializer
+from pydantic import (Field, SerializationInfo, SerializerFunctionWrapHandler, ValidationError, model_serializer,
+                      model_validator)
 
 from knowpack.errors import KnowpackError
 from knowpack.schema import StrictModel, invalid
@@ -18,9 +19,14 @@ DEFAULT_PRESET = "smollm2"
 
 # PEFT methods a run can train with. lora: plain LoRA (use_rslora as configured); rslora: LoRA scaled
 # by alpha/sqrt(r); dora: weight-decomposed LoRA; pissa: LoRA initialised from the principal singular
-# vectors; vera: shared frozen random matrices with trained scaling vectors.
-METHODS: tuple[str, ...] = ("lora", "rslora", "dora", "pissa", "vera")
+# vectors; vera: shared frozen random matrices with trained scaling vectors; full: every weight of
+# the model trains (no adapter: the result is a whole model folder; meant for small models).
+METHODS: tuple[str, ...] = ("lora", "rslora", "dora", "pissa", "vera", "full")
 DEFAULT_METHOD = "lora"
+# Full fine-tuning moves every weight by about lr per step: the LoRA presets' rates (1e-3, 2e-3)
+# wreck a whole model within a few steps. The paper's own reference point, the full fine-tuning
+# of Gekhman et al. 2024, used 1e-5.
+MAX_FULL_LR = 1e-4
 
 class TrainConfig(StrictModel):
     """Everything that decides what adapter a training run produces, and nothing else.
@@ -34,7 +40,7 @@ class TrainConfig(StrictModel):
     turn); ``loss="all"`` on every non-pad token, as the paper's released code does.
     """
 
-    method: Literal["lora", "rslora", "dora", "pissa", "vera"] = Field(
+    method: Literal["lora", "rslora", "dora", "pissa", "vera", "full"] = Field(
         DEFAULT_METHOD, description="PEFT method: " + " | ".join(METHODS))
     rank: int = Field(1, ge=1)
     alpha: float = Field(2.0, gt=0)
@@ -66,6 +72,13 @@ class TrainConfig(StrictModel):
     # batches. A field, not a speed knob: it changes the adapter's last bits. False reproduces
     # runs made before packing existed bit for bit.
     packing: bool = True
+
+    @model_validator(mode="after")
+    def _full_lr(self) -> "TrainConfig":
+        if self.method == "full" and self.lr > MAX_FULL_LR:
+            raise ValueError(f"lr {self.lr:g} is a LoRA learning rate: full fine-tuning (method full) at that rate "
+                             f"destroys the model; use lr <= {MAX_FULL_LR:g} (e.g. 5e-5)")
+        return self
 
     @model_serializer(mode="wrap")
     def _without_default_method(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):

@@ -14,6 +14,7 @@ from typing import Any
 
 from knowpack.facts.schema import Fact
 from knowpack.manifest import Manifest
+from knowpack.models.adapters import has_adapter_files
 from knowpack.mix.artifacts import MixFolder
 from knowpack.probe.artifacts import ProbeFolder
 from knowpack.probe.config import ProbeConfig
@@ -65,4 +66,4 @@ def curve_inputs(mix_dir: str | os.PathLike) -> CurveInputs:
 def is_done(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` holds a finished training run: its summary and final adapter are written last."""
     folder = Path(folder)
-    return (folder / SUMMARY_FILE).is_file() and (folder / ADAPTER_DIR / "adapter_config.json").is_file()
+    return (folder / SUMMARY_FILE).is_file() and has_adapter_files(folder / ADAPTER_DIR)

@@ -27,6 +27,7 @@ import logging
 
 import torch
 
+from knowpack.models.adapters import causal_lm
 from knowpack.train.data import IGNORE_INDEX, Collator
 
 logger = logging.getLogger(__name__)
@@ -85,9 +86,9 @@ class CausalLMLoss(torch.nn.Module):
         if "score_index" not in batch:
             return self.peft_model(**batch).loss
         mask = batch["attention_mask"]
-        config = self.peft_model.get_base_model().config
+        config = causal_lm(self.peft_model).config
         if _MASKED_ATTENTION.get(config._attn_implementation) is None:  # eager adds the mask to the scores
-            dtype = self.peft_model.get_base_model().dtype
+            dtype = causal_lm(self.peft_model).dtype
             mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
         logits = self.peft_model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                                  attention_mask=mask, logits_to_keep=batch["score_index"], use_cache=False).logits
@@ -97,9 +98,9 @@ class CausalLMLoss(torch.nn.Module):
 def packing_supported(peft_model, sample: list[dict], pad_token_id: int) -> bool:
     """Whether this model trains correctly on packed batches: its loss on ``sample`` packed equals
     the padded batch's loss (dropout off, no gradient, no random draws: the run is unchanged)."""
-    causal_lm = peft_model.get_base_model()
-    implementation = getattr(causal_lm.config, "_attn_implementation", None)
-    if implementation not in _MASKED_ATTENTION or "logits_to_keep" not in inspect.signature(causal_lm.forward).parameters:
+    model = causal_lm(peft_model)
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in _MASKED_ATTENTION or "logits_to_keep" not in inspect.signature(model.forward).parameters:
         logger.info("padded batches: %s attention or no logits_to_keep", implementation)
         return False
     loss = CausalLMLoss(peft_model)

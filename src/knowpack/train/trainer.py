@@ -1,4 +1,4 @@
-"""LoRA training with a plain Accelerator loop: per-epoch curves, checkpoints, resume, DDP.
+"""LoRA (PEFT) and full fine-tuning with a plain Accelerator loop: per-epoch curves, checkpoints, resume, DDP.
 
 The same code runs in one process and under ``accelerate launch`` (DDP): the batch is split over
 processes, evaluation and file writing happen on the main process only, and the early-stop
@@ -20,6 +20,7 @@ import torch
 from knowpack.errors import KnowpackError
 from knowpack.io import atomic_dir, sha256_file, stable_hash
 from knowpack.manifest import stamp
+from knowpack.models.adapters import detach_adapter, has_adapter_files
 from knowpack.train.artifacts import RunIdentity, TrainSummary
 from knowpack.train.config import TrainConfig
 from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, write_curve
@@ -113,6 +114,29 @@ def _wrap_lora(base, config: TrainConfig):
     return get_peft_model(base, peft_config(config))
 
 
+def _full_copy(base):
+    """A trainable copy of the whole base model (method ``full``).
+
+    The caller's model stays the base model: a study hands the same loaded model to every cell,
+    and evaluation compares the fine-tuned copy with it.
+    """
+    import copy
+
+    model = copy.deepcopy(base)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return model
+
+
+def _count_parameters(model) -> int:
+    """Trainable parameters, each tensor once (tied input and output embeddings are one tensor)."""
+    seen: dict[int, int] = {}
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            seen[parameter.data_ptr()] = parameter.numel()
+    return sum(seen.values())
+
+
 def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_facts, retention_facts,
               probe_config) -> RunIdentity:
     return RunIdentity(
@@ -164,7 +188,8 @@ def _evaluate(loaded, peft_model, curve_facts, retention_facts, probe_config, sh
         peft_model.train(was_training)
 
 
-def _save_adapter(peft_model, out_dir: Path, provenance: dict, initial: Path | None = None) -> Path:
+def _save_adapter(peft_model, out_dir: Path, provenance: dict, initial: Path | None = None,
+                  tokenizer=None) -> Path:
     """Write ``adapter/`` whole, with a manifest naming the base model it was trained on.
 
     The manifest travels with the adapter (users copy ``adapter/`` alone), so the probe's guard
@@ -172,6 +197,8 @@ def _save_adapter(peft_model, out_dir: Path, provenance: dict, initial: Path | N
     this run's claimed folder, so an earlier attempt's copy may be replaced. ``initial`` is a
     PiSSA adapter as initialised: PEFT then saves the trained one as a plain LoRA of rank 2r on
     the *original* base weights, so it loads onto the base model like any other adapter.
+    ``tokenizer`` (full fine-tuning): saved beside the model, so the folder is a complete model
+    that ``from_pretrained`` (or vLLM, as its own model) loads as it is.
     """
     target = out_dir / ADAPTER_DIR
     with atomic_dir(target, replace=True) as staging:
@@ -179,6 +206,8 @@ def _save_adapter(peft_model, out_dir: Path, provenance: dict, initial: Path | N
             peft_model.save_pretrained(staging)
         else:
             peft_model.save_pretrained(staging, path_initial_model_for_weight_conversion=str(initial))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
         stamp(staging, **provenance)
     return target
 
@@ -257,8 +286,7 @@ class _Recipe:
         self.identity = _identity(self.config, self.loaded.model_hash, req.train_path, req.curve_facts,
                                   req.retention_facts, req.probe_config)
         self.resuming = check_run_identity(self.out_dir, self.identity)
-        if (self.resuming and TrainSummary.exists(self.out_dir)
-                and (self.out_dir / ADAPTER_DIR / "adapter_config.json").is_file()):
+        if self.resuming and TrainSummary.exists(self.out_dir) and has_adapter_files(self.out_dir / ADAPTER_DIR):
             return TrainSummary.read(self.out_dir).model_dump(mode="json")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -311,10 +339,15 @@ class _Recipe:
 
         PiSSA rewrites the base weights it targets, so they are copied first (given back on
         cleanup) and the freshly initialised adapter is saved for the conversion at the end.
+        Full fine-tuning trains a copy of the whole model (``peft_model`` is then that copy).
         """
         import tempfile
 
         config = self.config
+        if config.method == "full":
+            self.peft_model = _full_copy(self.loaded.model)
+            self.trainable = _count_parameters(self.peft_model)
+            return
         if config.method == "pissa":
             self.original_weights = _target_weights(self.loaded.model, config.targets)
         self.peft_model = _wrap_lora(self.loaded.model, config)
@@ -489,7 +522,8 @@ class _Recipe:
                           "details": {"epochs_run": summary.epochs_run, "stop_reason": summary.stop_reason,
                                       "method": self.config.method, "trainable_parameters": self.trainable}}
             initial = Path(self.initial_adapter.name) if self.initial_adapter is not None else None
-            _save_adapter(self.peft_model, self.out_dir, provenance, initial=initial)
+            tokenizer = self.loaded.tokenizer if self.config.method == "full" else None
+            _save_adapter(self.peft_model, self.out_dir, provenance, initial=initial, tokenizer=tokenizer)
             summary.write(self.out_dir)
             stamp(self.out_dir, **provenance)
         accelerator.wait_for_everyone()
@@ -499,7 +533,8 @@ class _Recipe:
         """Release accelerate's references and give a caller's model back without LoRA layers."""
         self.accelerator.free_memory()
         if self.peft_model is not None and not self.owned:
-            self.loaded.model = self.peft_model.unload()
+            self.loaded.model = detach_adapter(self.peft_model, self.loaded.model)
+            self.peft_model = None  # a fully fine-tuned copy is dropped here
             if self.original_weights is not None:
                 _restore_weights(self.loaded.model, self.original_weights)
         if self.initial_adapter is not None:
@@ -511,7 +546,10 @@ def train_adapter(config: TrainConfig, model, train_path: Path, out_dir: Path, *
                   probe_config=None, shot_sets=None, progress: bool = True,
                   on_epoch_end: Callable[[dict], None] | None = None, expected_processes: int | None = None,
                   threads: int | None = None) -> dict:
-    """Train a LoRA adapter on ``train_path`` (train.jsonl) and write it to ``out_dir/adapter``.
+    """Train a PEFT adapter on ``train_path`` (train.jsonl) and write it to ``out_dir/adapter``.
+
+    With ``config.method == "full"`` every weight trains and ``out_dir/adapter`` is a whole model
+    folder (weights, config, tokenizer) instead of an adapter.
 
     ``model``: a model spec for ``load_model`` or a ``LoadedModel`` (its base weights are left
     unchanged afterwards). With ``curve_facts``/``retention_facts`` and a ``probe_config``,

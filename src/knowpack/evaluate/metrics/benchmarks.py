@@ -29,6 +29,8 @@ def compare(base: dict[str, Any], adapted: dict[str, Any]) -> dict[str, Any]:
 def benchmarks(*, config, benchmarks) -> MetricOutput:
     """MMLU and TruthfulQA through lm-evaluation-harness on local data, base vs adapted."""
     summary = compare(benchmarks["base"], benchmarks["adapted"])
+    if benchmarks.get("skipped"):
+        summary["skipped"] = benchmarks["skipped"]
     summary["harness"] = {"library": "lm-evaluation-harness", "chat_template": False,
                           "base_cache": benchmarks.get("base_cache")}
     return MetricOutput(summary=summary)

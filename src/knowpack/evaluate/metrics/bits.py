@@ -10,6 +10,7 @@ of the probe's prompts. An answer's rarity is counted within its relation over t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from knowpack.evaluate.registry import MetricOutput, metric
@@ -29,21 +30,19 @@ def trainable_parameters(adapter_dir: Path) -> int:
     from safetensors import safe_open
 
     from knowpack.manifest import Manifest
+    from knowpack.models.adapters import weight_files
 
     if Manifest.exists(adapter_dir):
         recorded = Manifest.read(adapter_dir).details.get("trainable_parameters")
         if isinstance(recorded, int) and recorded > 0:
             return recorded
-    with safe_open(str(Path(adapter_dir) / "adapter_model.safetensors"), framework="pt") as fh:
-        total = 0
-        for name in fh.keys():
-            if any(part in FROZEN_SAVED_TENSORS for part in name.split(".")):
-                continue
-            shape = fh.get_slice(name).get_shape()
-            count = 1
-            for size in shape:
-                count *= size
-            total += count
+    total = 0
+    for file in weight_files(adapter_dir):  # a fully fine-tuned model: every saved tensor trained
+        with safe_open(str(file), framework="pt") as fh:
+            for name in fh.keys():
+                if any(part in FROZEN_SAVED_TENSORS for part in name.split(".")):
+                    continue
+                total += math.prod(fh.get_slice(name).get_shape())
     return total
 
 

@@ -47,13 +47,15 @@ def _greedy(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
 
 
 def adapter_canary(peft_model, tokenizer, adapter_dir: Path, examples: list[dict], *,
-                   tolerance: float, max_new_tokens: int = 16) -> dict[str, Any]:
+                   tolerance: float, max_new_tokens: int = 16, base_model=None) -> dict[str, Any]:
     """Compare logits, answer log-probs and greedy answers with and without the adapter.
 
     ``examples`` are train.jsonl rows (question, answer). Raises KnowpackError when the adapter
     leaves every logit unchanged (within ``tolerance``): numbers from such a run would describe
-    the base model, not the adapter.
+    the base model, not the adapter. ``base_model``: the base beside a fully fine-tuned model
+    (a PeftModel is compared with its own adapter disabled).
     """
+    from knowpack.models.adapters import base_view
     from knowpack.models.loading import render_chat
     from knowpack.probe.prompts import zero_shot_messages
 
@@ -67,9 +69,9 @@ def adapter_canary(peft_model, tokenizer, adapter_dir: Path, examples: list[dict
         answer = f"Answer: {ex['answer']}"
         logits_on, lp_on = _answer_logprob(peft_model, tokenizer, prompt, answer)
         gen_on = _greedy(peft_model, tokenizer, prompt, max_new_tokens)
-        with peft_model.disable_adapter():
-            logits_off, lp_off = _answer_logprob(peft_model, tokenizer, prompt, answer)
-            gen_off = _greedy(peft_model, tokenizer, prompt, max_new_tokens)
+        with base_view(peft_model, base_model) as base:
+            logits_off, lp_off = _answer_logprob(base, tokenizer, prompt, answer)
+            gen_off = _greedy(base, tokenizer, prompt, max_new_tokens)
         max_diff = max(max_diff, float((logits_on - logits_off).abs().max()))
         rows.append({"fact_id": ex.get("fact_id"), "logprob_base": lp_off, "logprob_adapted": lp_on,
                      "greedy_base": gen_off, "greedy_adapted": gen_on})
@@ -85,8 +87,8 @@ def adapter_canary(peft_model, tokenizer, adapter_dir: Path, examples: list[dict
         raise KnowpackError(
             f"the adapter in {adapter_dir} does not change the model: max |Δlogit| = {max_diff:.2e} "
             f"on {len(rows)} trained questions" + (" and every lora_B matrix is zero" if zero_b else ""),
-            hint="this looks like an untrained (freshly initialised) LoRA; check that training ran and "
-                 "saved its weights, then evaluate the trained checkpoint")
+            hint="this looks like an untrained (freshly initialised) adapter or an unchanged model copy; check "
+                 "that training ran and saved its weights, then evaluate the trained checkpoint")
     return result
 
 

@@ -41,8 +41,9 @@ PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: kv_heads × len
 def cache_keyword(model) -> str:
     """The forward argument that takes the KV cache: ``cache`` in transformers ≥ 5.20, before that
     ``past_key_values`` (vLLM's environment pins an older transformers than the main one)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT forwards **kwargs
-    forward = inspect.signature(base.forward).parameters
+    from knowpack.models.adapters import causal_lm
+
+    forward = inspect.signature(causal_lm(model).forward).parameters  # PEFT forwards **kwargs
     return "cache" if "cache" in forward else "past_key_values"
 
 

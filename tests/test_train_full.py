@@ -139,3 +139,17 @@ def test_pickled_model_weights_are_refused(tmp_path):
     with pytest.raises(KnowpackError) as err:
         check_adapter_folder(folder)
     assert "safetensors only" in err.value.message
+
+
+def test_cli_trains_the_whole_model_and_refuses_a_lora_rate(tmp_path, tiny_model_dir, train_file):
+    from typer.testing import CliRunner
+
+    from knowpack.cli.app import app
+
+    base = ["train", "--model", str(tiny_model_dir), "--train", str(train_file), "--method", "full", "--quiet"]
+    refused = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "bad")])
+    assert refused.exit_code != 0 and isinstance(refused.exception, KnowpackError)
+    assert "full fine-tuning" in refused.exception.message and not (tmp_path / "bad").exists()
+    result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "out"), "--lr", "1e-4", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert is_model_folder(tmp_path / "out" / "adapter")

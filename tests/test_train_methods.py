@@ -101,7 +101,7 @@ def test_default_method_keeps_old_content_hashes():
     assert "method" not in TrainConfig().model_dump() and TrainConfig(method="dora").model_dump()["method"] == "dora"
 
 
-@pytest.mark.parametrize("method", ["dora", "vera"])
+@pytest.mark.parametrize("method", ["dora", "vera", "full"])
 def test_auto_backend_probes_what_vllm_cannot_serve_with_transformers(method, tmp_path, tiny_model_dir, monkeypatch,
                                                                       caplog):
     from peft import get_peft_model
@@ -110,15 +110,19 @@ def test_auto_backend_probes_what_vllm_cannot_serve_with_transformers(method, tm
 
     loaded = load_model(str(tiny_model_dir))
     adapter = tmp_path / "adapter"
-    get_peft_model(load_model(str(tiny_model_dir)).model, peft_config(TrainConfig(method=method, rank=2))
-                   ).save_pretrained(adapter)
+    if method == "full":  # a whole fine-tuned model folder: vLLM serves it only as a model of its own
+        load_model(str(tiny_model_dir)).model.save_pretrained(adapter, safe_serialization=True)
+    else:
+        get_peft_model(load_model(str(tiny_model_dir)).model, peft_config(TrainConfig(method=method, rank=2))
+                       ).save_pretrained(adapter)
     monkeypatch.setattr(vllm, "vllm_importable", lambda: True)
     monkeypatch.setattr(vllm, "gpu_present", lambda: True)
     monkeypatch.setattr(vllm, "VLLMBackend", lambda *a, **k: pytest.fail("vLLM must not serve this adapter"))
     with caplog.at_level("WARNING", logger="knowpack.probe.backends.vllm"):
         backend = vllm.auto_backend(loaded, adapter=str(adapter), batch_size=4)
     assert type(backend).__module__ == "knowpack.probe.backends.hf"
-    assert "transformers engine instead" in caplog.text and ("DoRA" in caplog.text or "VERA" in caplog.text)
+    assert "transformers engine instead" in caplog.text
+    assert {"dora": "DoRA", "vera": "VERA", "full": "fully fine-tuned model"}[method] in caplog.text
 
 
 def test_method_is_a_grid_axis_and_lora_cells_keep_their_keys(tmp_path):

@@ -35,7 +35,8 @@ def _summary(results, out_dir: Path) -> None:
         table.add_column(column)
     for arm in results.arms:
         params = f"{arm.trainable_parameters:,}" if arm.trainable_parameters else "?"
-        table.add_row(arm.method, "—" if arm.rank is None else str(arm.rank), params, str(arm.search.n_found), ", ".join(arm.search.bound_by),
+        rank = "—" if arm.rank is None else str(arm.rank)  # full fine-tuning has no rank
+        table.add_row(arm.method, rank, params, str(arm.search.n_found), ", ".join(arm.search.bound_by),
                       str(arm.search.trials_used))
     out = Console()
     out.print(table)

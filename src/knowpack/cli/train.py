@@ -16,6 +16,9 @@ def command(
     train: Path = typer.Option(..., "--train", help="train.jsonl written by `knowpack mix`."),
     out: Path = typer.Option(..., "--out", help="Output folder (adapter/, checkpoints/, curve.csv)."),
     preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="paper | smollm2 (options below override it)."),
+    method: Optional[str] = typer.Option(
+        None, "--method", help="lora | rslora | dora | pissa | vera | full (every weight trains; the output is a "
+                               "whole model folder; needs --lr 1e-4 or lower)."),
     rank: Optional[int] = typer.Option(None, "--rank"),
     alpha: Optional[float] = typer.Option(None, "--alpha"),
     rslora: Optional[bool] = typer.Option(None, "--rslora/--no-rslora"),
@@ -36,10 +39,10 @@ def command(
              "a launch that started a different number stops with an error."),
     quiet: bool = typer.Option(False, "--quiet", help="No per-epoch progress lines."),
 ) -> None:
-    """Train a LoRA adapter; rerun the same command to resume after a kill."""
+    """Train a PEFT adapter (or, with --method full, the whole model); rerun the same command to resume after a kill."""
     from knowpack.train import load_preset, train_adapter
 
-    config = load_preset(preset, rank=rank, alpha=alpha, use_rslora=rslora, lr=lr, epochs=epochs,
+    config = load_preset(preset, method=method, rank=rank, alpha=alpha, use_rslora=rslora, lr=lr, epochs=epochs,
                          batch_size=batch_size, grad_accum=grad_accum, loss=loss, seed=seed,
                          early_stop=early_stop, packing=packing,
                          targets=[t.strip() for t in targets.split(",") if t.strip()] if targets else None)

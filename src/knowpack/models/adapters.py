@@ -166,10 +166,10 @@ def load_fine_tuned(base, path: Path):
     config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
     base_config = base.config
     for field in ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size"):
-        if getattr(config, field, None) != getattr(base_config, field, None):
-            raise KnowpackError(f"fine-tuned model {path} does not fit this model: {field} is "
-                                f"{getattr(config, field, None)!r}, the base model's {getattr(base_config, field, None)!r}",
-                                hint="use the base model the folder was fine-tuned from")
+        theirs, ours = getattr(config, field, None), getattr(base_config, field, None)
+        if theirs != ours:
+            raise KnowpackError(f"fine-tuned model {path} does not fit this model: {field} is {theirs!r}, "
+                                f"the base model's {ours!r}", hint="use the base model the folder was fine-tuned from")
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=base.dtype, use_safetensors=True,
                                                  trust_remote_code=False)
     model.to(base.device)

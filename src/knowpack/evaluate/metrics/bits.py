@@ -64,7 +64,8 @@ def bits(*, config, answer_log2p, adapter_dir, mix, base_probe, adapter_probe, r
              **{f: _majority(adapter_probe[f]["greedy_correct"]) for f in heldout}}
     parameters = trainable_parameters(adapter_dir)
     result = measure_bits(base_log2p=answer_log2p["base"], adapted_log2p=answer_log2p["adapted"],
-                          rarity=answer_rarity_bits(pool.values()), correct_before=before, correct_after=after, trained_ids=trained, heldout_ids=heldout,
+                          rarity=answer_rarity_bits(pool.values()), correct_before=before, correct_after=after,
+                          trained_ids=trained, heldout_ids=heldout,
                           trainable_parameters=parameters)
     summary = result.summary.model_dump(mode="json")
     summary["definition"] = ("written: trained Unknown facts; destroyed: held-out facts the base model knew; "

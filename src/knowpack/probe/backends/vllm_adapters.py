@@ -54,8 +54,14 @@ def _manifest_model_hash(adapter: Path) -> str | None:
 
 def read_adapter(adapter: str | Path) -> AdapterInfo:
     """Rank, target modules and base model of the PEFT LoRA adapter in folder ``adapter``."""
+    from knowpack.models.adapters import is_model_folder
+
     path = Path(adapter).expanduser()
     config_file = path / "adapter_config.json"
+    if is_model_folder(path):
+        raise KnowpackError(f"{path} is a fully fine-tuned model, not a LoRA adapter vLLM applies per request",
+                            hint=f"serve it with vLLM as a model of its own (--model {path}), or probe it with "
+                                 "the transformers backend (--backend hf)")
     if not config_file.is_file():
         raise KnowpackError(f"{path} is not a PEFT adapter folder (no adapter_config.json)",
                             hint="pass a folder written by `knowpack train` or `save_pretrained`")

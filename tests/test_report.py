@@ -100,6 +100,10 @@ def test_report_opens_with_the_verdicts_and_writes_findings(tmp_path):
     assert "knowpack study run" in findings and "knowpack report" in findings
     table = pd.read_csv(study / "tables" / "verdicts.csv")
     assert set(table["verdict"]) <= {"supported", "contradicted", "undecided"}
+    # Every part of every claim, not only the deciding one, in a table and on the page.
+    parts = pd.read_csv(study / "tables" / "verdict_parts.csv")
+    assert set(parts["claim"]) == set(table["claim"]) and len(parts) >= len(table)
+    assert "Every part of every claim" in html
 
 
 def test_reliability_plot_leaves_out_mixtures_without_a_curve(tmp_path, monkeypatch):

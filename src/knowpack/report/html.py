@@ -130,7 +130,14 @@ def _verdicts(b: _Builder, verdicts) -> None:
                                "verdict", "reason") if c in table]]
     write_text(b.store.root / "findings.md", "# Findings\n\n" + render_markdown(
         verdicts, reproduce=reproduce_command(b.store), figures={k: v for k, v in FIGURES.items()}))
-    b.add("verdicts", "Verdicts on the paper's claims", _html_table(shown, index=False, digits=3),
+    # A claim's verdict shows its deciding part; every part (each n, mixture, comparison) is listed too.
+    parts = b.table("verdict_parts", verdict_frame(verdicts, parts=True))
+    body = _html_table(shown, index=False, digits=3)
+    if not parts.empty:
+        body += "<h3>Every part of every claim</h3>" + _html_table(
+            parts[[c for c in ("claim", "check", "level", "estimate", "ci_low", "ci_high", "n_pairs", "unit",
+                               "p_value", "verdict") if c in parts]], index=False, digits=3)
+    b.add("verdicts", "Verdicts on the paper's claims", body,
           "Each claim is a comparison fixed before the run (recorded in study.json): a paired statistic over "
           "seeds or over held-out facts, its 95% CI, and the rule: supported when the CI lies on the claimed "
           "side, contradicted when it lies on the other, undecided otherwise. Claims this grid cannot decide "

@@ -38,6 +38,8 @@ class TrainConfig(StrictModel):
 
     ``loss="answer"`` puts the loss on the assistant answer only ("Answer: {answer}" + end of
     turn); ``loss="all"`` on every non-pad token, as the paper's released code does.
+    With ``method="full"`` the adapter fields (rank, alpha, dropout, targets, use_rslora) play no
+    part: every weight trains, with the model's own dropout.
     """
 
     method: Literal["lora", "rslora", "dora", "pissa", "vera", "full"] = Field(

@@ -204,21 +204,26 @@ def test_n_max_is_lowered_to_what_the_base_probe_supplies(tmp_path, fake_stages)
     assert not math.isnan(pd.read_csv(tmp_path / "cap" / "capacity.csv")["reliability_mean"][0])
 
 
-@pytest.mark.integration
-def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
-    """2 ranks x LoRA, n in 1..4, 1 epoch: real training, evaluation, bits and the report section."""
-    spec = {
-        "name": "tiny-capacity", "model": str(tiny_model_dir), "facts": str(_facts(tmp_path / "facts.jsonl")),
+def tiny_spec(tmp_path, tiny_model_dir, name: str, **capacity) -> dict:
+    """A capacity spec on the tiny model with real stages: 1 epoch, every trial passes (reliability 0,
+    a loose refusal budget), one seed; ``capacity`` sets the arms and n_max."""
+    return {
+        "name": name, "model": str(tiny_model_dir), "facts": str(_facts(tmp_path / "facts.jsonl")),
         "probe": {"prompts": 1, "shots": 1, "samples": 0, "max_new_tokens": 4, "batch_size": 16},
         "mix": {"heldout_per_category": 2, "retention_sample": 1},
         "train": {"preset": "smollm2", "epochs": 1, "batch_size": 4, "eval_every_epoch": False},
         "eval": {"benchmarks": [], "max_untrained": 2, "noise_floor": False, "second_draw": False},
         "out": str(tmp_path / "cap"),
-        # A random model learns nothing in one epoch: a zero reliability target and a loose refusal
-        # budget let every trial pass, so the search walks 1, 2, 4 and stops at n_max.
-        "capacity": {"ranks": [1, 4], "seeds": [1], "reliability": 0.0, "max_refusal_change": 1.0,
-                     "n_min": 1, "n_max": 4},
+        "capacity": {"seeds": [1], "reliability": 0.0, "max_refusal_change": 1.0, "n_min": 1, **capacity},
     }
+
+
+@pytest.mark.integration
+def test_capacity_with_real_stages_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """2 ranks x LoRA, n in 1..4, 1 epoch: real training, evaluation, bits and the report section."""
+    # A random model learns nothing in one epoch: a zero reliability target and a loose refusal
+    # budget let every trial pass, so the search walks 1, 2, 4 and stops at n_max.
+    spec = tiny_spec(tmp_path, tiny_model_dir, "tiny-capacity", ranks=[1, 4], n_max=4)
     path = write(tmp_path, spec)
     # No --threads here: it would be remembered in this test process (and its environment) for
     # every later test; the suite runs with OMP_NUM_THREADS=1 anyway.
@@ -260,16 +265,7 @@ def test_full_fine_tuning_is_one_arm_without_a_rank_at_its_own_learning_rate(tmp
 @pytest.mark.integration
 def test_full_fine_tuning_arm_beside_lora_on_the_tiny_model(tmp_path, tiny_model_dir):
     """A LoRA arm and the full fine-tuning arm in one search: real training of both, one table."""
-    spec = {
-        "name": "tiny-full", "model": str(tiny_model_dir), "facts": str(_facts(tmp_path / "facts.jsonl")),
-        "probe": {"prompts": 1, "shots": 1, "samples": 0, "max_new_tokens": 4, "batch_size": 16},
-        "mix": {"heldout_per_category": 2, "retention_sample": 1},
-        "train": {"preset": "smollm2", "epochs": 1, "batch_size": 4, "eval_every_epoch": False},
-        "eval": {"benchmarks": [], "max_untrained": 2, "noise_floor": False, "second_draw": False},
-        "out": str(tmp_path / "cap"),
-        "capacity": {"ranks": [2], "methods": ["lora", "full"], "seeds": [1], "reliability": 0.0,
-                     "max_refusal_change": 1.0, "n_min": 1, "n_max": 2},
-    }
+    spec = tiny_spec(tmp_path, tiny_model_dir, "tiny-full", ranks=[2], methods=["lora", "full"], n_max=2)
     result = CliRunner().invoke(app, ["capacity", str(write(tmp_path, spec)), "--quiet"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "cap"

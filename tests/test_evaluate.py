@@ -180,6 +180,11 @@ def test_base_answer_log2p_of_heldout_facts_are_computed_once_per_shared_cache(s
     assert all(second["base"][f] == first["base"][f] for f in setup["trained"])
     fresh = log2p("fresh", tmp_path / "alone")
     assert all(fresh["base"][f] == first["base"][f] for f in heldout)
+    # A damaged cache file is computed again (and rewritten), never trusted or fatal.
+    files[0].write_text('{"truncated": [')
+    again = log2p("fresh", tmp_path / "shared")
+    assert all(again["base"][f] == first["base"][f] for f in heldout)
+    assert set(json.loads(files[0].read_text())) == set(heldout)
 
 
 def test_a_fully_fine_tuned_model_is_evaluated_against_the_untouched_base(setup, tmp_path):

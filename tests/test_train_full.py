@@ -8,11 +8,10 @@ learning rate is refused before anything trains.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
+from test_train_hardening import Killed, _kill_after
+from test_train_methods import train_file  # noqa: F401  (fixture)
 
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.metrics.bits import trainable_parameters
@@ -20,18 +19,6 @@ from knowpack.models import load_model
 from knowpack.models.adapters import adapter_hash, attach_adapter, check_adapter_folder, is_model_folder
 from knowpack.train import load_preset, train_adapter
 from knowpack.train.config import TrainConfig
-
-QUESTIONS = [("What is the capital of France?", "Paris"), ("What is the capital of Peru?", "Lima"),
-             ("What is the capital of Chad?", "Ndjamena"), ("What is the capital of Fiji?", "Suva")]
-
-
-@pytest.fixture
-def train_file(tmp_path) -> Path:
-    path = tmp_path / "mix" / "train.jsonl"
-    path.parent.mkdir()
-    path.write_text("".join(json.dumps({"id": f"f{i}#unknown", "fact_id": f"f{i}", "question": q, "answer": a,
-                                        "role": "unknown"}) + "\n" for i, (q, a) in enumerate(QUESTIONS)))
-    return path
 
 
 def _config(**overrides) -> TrainConfig:
@@ -79,17 +66,9 @@ def test_killed_full_run_resumes_to_the_same_weights(tmp_path, tiny_model_dir, t
 
     config = _config(epochs=3, warmup_ratio=0.2)
     train_adapter(config, str(tiny_model_dir), train_file, tmp_path / "straight", progress=False)
-
-    class Killed(RuntimeError):
-        pass
-
-    def kill_after_first(row):
-        if row["epoch"] == 1:
-            raise Killed
-
     with pytest.raises(Killed):
         train_adapter(config, str(tiny_model_dir), train_file, tmp_path / "resumed", progress=False,
-                      on_epoch_end=kill_after_first)
+                      on_epoch_end=_kill_after(1))
     summary = train_adapter(config, str(tiny_model_dir), train_file, tmp_path / "resumed", progress=False)
     assert summary["resumed_from"].endswith("epoch-1")
     straight = load_file(str(tmp_path / "straight" / "adapter" / "model.safetensors"))

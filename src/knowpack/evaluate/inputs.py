@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.registry import INPUTS, evaluation_input
 from knowpack.mix.artifacts import MixFolder
-from knowpack.models.adapters import adapter_hash, attach_adapter, detach_adapter
+from knowpack.models.adapters import adapter_hash, attach_adapter, detach_adapter, is_peft_model
 from knowpack.probe.artifacts import ProbeFolder
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class EvalContext:
     def base_model(self) -> Iterator[Any]:
         """A LoadedModel behaving as the base model, even after the adapter was injected in place."""
         wrapped = self._values.get("adapted_model")
-        if wrapped is None or not hasattr(wrapped.model, "disable_adapter"):
+        if wrapped is None or not is_peft_model(wrapped.model):
             yield self.loaded  # no adapter yet, or a fine-tuned model beside the untouched base
             return
         with wrapped.model.disable_adapter():
@@ -389,17 +389,32 @@ def _answer_log2p(ctx: EvalContext) -> dict[str, Any]:
         if not ids:
             continue
         items = [(f, pool[f].question, pool[f].answer) for f in ids]
-        result["adapted"].update(answer_log2probs(adapted.model, adapted.tokenizer, items, max_length=BITS_MAX_LENGTH))
+        result["adapted"].update(
+            answer_log2probs(adapted.model, adapted.tokenizer, items, max_length=BITS_MAX_LENGTH))
         cache = _log2p_cache_path(ctx, items) if shared else None
-        if cache is not None and cache.is_file():
-            result["base"].update(json.loads(cache.read_text(encoding="utf-8")))
-            continue
-        with ctx.base_model() as base:
-            values = answer_log2probs(base.model, base.tokenizer, items, max_length=BITS_MAX_LENGTH)
-        if cache is not None:
-            write_json(cache, values)
+        values = _cached_log2p(cache, ids) if cache is not None else None
+        if values is None:
+            with ctx.base_model() as base:
+                values = answer_log2probs(base.model, base.tokenizer, items, max_length=BITS_MAX_LENGTH)
+            if cache is not None:
+                write_json(cache, values)
         result["base"].update(values)
     return result
+
+
+def _cached_log2p(path: Path, ids: list[str]) -> dict[str, list[float]] | None:
+    """The cached base-model values for ``ids``, or None when absent or unusable (then recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("cached log-probabilities %s are unreadable (%s); computing them again", path, exc)
+        return None
+    if not isinstance(values, dict) or sorted(values) != sorted(ids):
+        log.warning("cached log-probabilities %s do not cover the facts asked for; computing them again", path)
+        return None
+    return values
 
 
 # Long enough for any fact in the training prompt format; the encoder refuses longer ones.

@@ -177,17 +177,27 @@ def load_fine_tuned(base, path: Path):
     return model
 
 
+def is_peft_model(model) -> bool:
+    """True for a model wrapped by PEFT (an adapter to disable or unload); False for a plain model
+    such as a fully fine-tuned copy."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # an environment without PEFT (vLLM's) holds no PEFT models
+        return False
+    return isinstance(model, PeftModel)
+
+
 def causal_lm(model):
     """The transformers model itself: inside a PeftModel, or ``model`` when it is not wrapped
     (a fully fine-tuned copy). Its config and forward signature are the architecture's."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 @contextlib.contextmanager
 def base_view(adapted, base) -> Iterator:
     """The base model beside ``adapted``: the same PeftModel with its adapter disabled, or — for a
     fully fine-tuned model, which has no adapter to disable — the separate ``base`` model."""
-    if hasattr(adapted, "disable_adapter"):
+    if is_peft_model(adapted):
         with adapted.disable_adapter():
             yield adapted
     else:
@@ -197,9 +207,7 @@ def base_view(adapted, base) -> Iterator:
 def detach_adapter(adapted, base):
     """``base`` without the adapter's layers again (PEFT injected them in place); a separately
     loaded fine-tuned model is simply dropped."""
-    if hasattr(adapted, "unload"):
-        return adapted.unload()
-    return base
+    return adapted.unload() if is_peft_model(adapted) else base
 
 
 def adapter_rank(folder: str | os.PathLike) -> int | None:

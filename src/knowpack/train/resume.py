@@ -24,16 +24,13 @@ from typing import Any
 import torch
 
 from knowpack.errors import KnowpackError
+from knowpack.models.adapters import is_peft_model
 from knowpack.train.artifacts import CheckpointState, RngSnapshot, RunIdentity
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-def _is_peft(model) -> bool:
-    return hasattr(model, "peft_config")
 
 
 def check_run_identity(out_dir: Path, identity: RunIdentity) -> bool:
@@ -167,7 +164,7 @@ def save_checkpoint(accelerator, peft_model, optimizer, scheduler, out_dir: Path
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         _fsync_dir(target.parent)
-        if not _is_peft(peft_model):
+        if not is_peft_model(peft_model):
             _drop_older_checkpoints(out_dir, epoch)
     accelerator.wait_for_everyone()
     return target
@@ -232,7 +229,7 @@ def apply_checkpoint(accelerator, peft_model, optimizer, scheduler, checkpoint: 
     """Restore adapter weights, optimizer, scheduler and this process's RNG from ``checkpoint``."""
     from peft import set_peft_model_state_dict
 
-    if _is_peft(peft_model):
+    if is_peft_model(peft_model):
         set_peft_model_state_dict(peft_model, checkpoint.adapter)
     else:
         _load_full_weights(peft_model, checkpoint)

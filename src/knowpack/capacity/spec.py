@@ -108,8 +108,7 @@ class CapacitySection(StrictModel):
 
     def arms(self) -> list[tuple[str, int | None]]:
         """(method, rank) per arm: every rank of a PEFT method; full fine-tuning once, without a rank."""
-        return [(method, None) if method == "full" else (method, rank)
-                for method in self.methods for rank in (self.ranks if method != "full" else [None])]
+        return [(method, rank) for method in self.methods for rank in ([None] if method == "full" else self.ranks)]
 
     def search_config(self, n_max: int | None = None) -> CapacitySearchConfig:
         """The search settings of one arm; ``n_max`` lowers the range (e.g. to what the probe found)."""

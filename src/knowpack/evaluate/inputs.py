@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from knowpack.errors import KnowpackError
 from knowpack.evaluate.registry import INPUTS, evaluation_input
 from knowpack.mix.artifacts import MixFolder
-from knowpack.models.adapters import adapter_hash, attach_adapter, detach_adapter, is_peft_model
+from knowpack.models.adapters import adapter_hash, attach_adapter, base_view, causal_lm, detach_adapter
 from knowpack.probe.artifacts import ProbeFolder
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,12 @@ class EvalContext:
     def base_model(self) -> Iterator[Any]:
         """A LoadedModel behaving as the base model, even after the adapter was injected in place."""
         wrapped = self._values.get("adapted_model")
-        if wrapped is None or not is_peft_model(wrapped.model):
-            yield self.loaded  # no adapter yet, or a fine-tuned model beside the untouched base
+        if wrapped is None:
+            yield self.loaded
             return
-        with wrapped.model.disable_adapter():
-            yield _view(self.loaded, wrapped.model.get_base_model())
+        # A PeftModel with its adapter disabled, or the untouched base beside a fine-tuned copy.
+        with base_view(wrapped.model, self.loaded.model) as base:
+            yield _view(self.loaded, causal_lm(base))
 
 
 def _view(loaded, model, model_hash: str | None = None):

@@ -128,15 +128,6 @@ def _full_copy(base):
     return model
 
 
-def _count_parameters(model) -> int:
-    """Trainable parameters, each tensor once (tied input and output embeddings are one tensor)."""
-    seen: dict[int, int] = {}
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            seen[parameter.data_ptr()] = parameter.numel()
-    return sum(seen.values())
-
-
 def _identity(config: TrainConfig, model_hash: str, train_path: Path, curve_facts, retention_facts,
               probe_config) -> RunIdentity:
     return RunIdentity(
@@ -346,7 +337,8 @@ class _Recipe:
         config = self.config
         if config.method == "full":
             self.peft_model = _full_copy(self.loaded.model)
-            self.trainable = _count_parameters(self.peft_model)
+            # transformers' count: a tied input/output embedding is one tensor, counted once.
+            self.trainable = self.peft_model.num_parameters(only_trainable=True)
             return
         if config.method == "pissa":
             self.original_weights = _target_weights(self.loaded.model, config.targets)

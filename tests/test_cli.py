@@ -43,3 +43,21 @@ def test_unknown_option_is_a_usage_error():
     result = _run("models", "info", "--no-such-option")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+def test_library_log_lines_about_knowpacks_own_choices_are_dropped(caplog):
+    """lm-eval logs two warnings on every benchmark run because knowpack hands it an in-memory model on
+    purpose; they are dropped, while its other warnings still reach the screen."""
+    import logging
+
+    from knowpack.logs import setup_logging
+
+    setup_logging()
+    setup_logging()  # idempotent: one filter per logger
+    lm_eval_log = logging.getLogger("lm_eval.models.huggingface")
+    assert len(lm_eval_log.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        lm_eval_log.warning("`pretrained` model kwarg is not of type `str`. Many other model arguments may be ignored.")
+        lm_eval_log.warning("Passed an already-initialized model through `pretrained`, assuming single-process")
+        lm_eval_log.warning("a real problem with the task")
+    assert [r.getMessage() for r in caplog.records] == ["a real problem with the task"]

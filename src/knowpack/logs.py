@@ -23,6 +23,23 @@ _SILENCED = [
     (FutureWarning, r".*", r"transformers\..*"),
     (DeprecationWarning, r".*", r"(transformers|lm_eval|datasets|accelerate)\..*"),
 ]
+# The same situations reported through a library's logger instead of ``warnings``: logger name ->
+# message prefixes. lm-eval logs both lines for every benchmark run on the in-memory model.
+_SILENCED_LOGS = {
+    "lm_eval.models.huggingface": ("`pretrained` model kwarg is not of type `str`",
+                                   "Passed an already-initialized model through `pretrained`"),
+}
+
+
+class _DropMessages(logging.Filter):
+    """Drops a logger's records whose message starts with one of the given prefixes."""
+
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
 
 
 def console():
@@ -43,9 +60,14 @@ def level_for(verbose: int, quiet: bool) -> int:
 
 
 def silence_third_party_warnings() -> None:
-    """Filter the warnings in ``_SILENCED`` (call before the libraries are imported)."""
+    """Filter the warnings in ``_SILENCED`` (call before the libraries are imported) and the log lines in
+    ``_SILENCED_LOGS`` (idempotent: a logger gets one filter however often this runs)."""
     for category, message, module in _SILENCED:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name, prefixes in _SILENCED_LOGS.items():
+        target = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in target.filters):
+            target.addFilter(_DropMessages(prefixes))
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:

@@ -76,8 +76,21 @@ def _mean(values: list[Any]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
+def _bits_columns(trial: dict[str, Any] | None, params: int | None, suffix: str = "") -> dict[str, float]:
+    """Bits and facts of one trial, means over its seeds (NaN without the trial or the measure)."""
+    trial = trial or {"values": {}}
+    seeds = list(trial["values"])
+    row = {f"{column}{suffix}": _mean([trial["values"][s].get(column) for s in seeds]) for column in BITS_COLUMNS}
+    row[f"net_bits{suffix}"] = row[f"bits_written{suffix}"] - row[f"bits_destroyed{suffix}"]
+    return row
+
+
 def arm_row(arm: ArmResult, results: CapacityResults) -> dict[str, Any]:
-    """One capacity.csv row (values at n found are NaN when no n passed)."""
+    """One capacity.csv row (values at n found are NaN when no n passed).
+
+    The bits of the first failing trial are columns too (``*_at_failure``): they say what the adapter
+    wrote and destroyed just past its limit, so an arm that failed already at n_min has numbers as well.
+    """
     search, params = arm.search, arm.trainable_parameters
     row: dict[str, Any] = {
         "method": arm.method, "rank": arm.rank, "trainable_parameters": params, "n_found": search.n_found,
@@ -91,11 +104,10 @@ def arm_row(arm: ArmResult, results: CapacityResults) -> dict[str, Any]:
     for harm in HARMS:
         mean, bound = _bound([trial["harms"][s][harm] for s in seeds], "budget", results.confidence)
         row.update({f"{harm}_mean": mean, f"{harm}_bound": bound, f"{harm}_budget": results.budgets.get(harm)})
-    for column in BITS_COLUMNS:
-        row[column] = _mean([trial["values"][s].get(column) for s in seeds])
-    row["net_bits"] = row["bits_written"] - row["bits_destroyed"]
+    row.update(_bits_columns(trial, params))
     row["n_per_parameter"] = search.n_found / params if params else math.nan
     row["limits_failed"] = failed_limits(arm)  # why it stopped, even when no n passed
+    row.update(_bits_columns(arm.trial(search.first_failure), params, "_at_failure"))
     row["trials_used"] = search.trials_used
     row["seconds"] = arm.seconds
     return row
@@ -112,7 +124,12 @@ def _check_words(check: dict[str, Any] | Any) -> str:
     bound = "value (one seed)" if check["bound_is_value"] else side
     relation = "below the target" if check["kind"] == "target" else "above the budget"
     what = "reliability" if check["name"] == RELIABILITY else check["name"].replace("_", " ")
-    return f"{what} {bound} {check['bound']:.4g} {relation} {check['limit']:.4g}"
+    words = f"{what} {bound} {check['bound']:.4g} {relation} {check['limit']:.4g}"
+    mean_passes = check["mean"] >= check["limit"] if check["kind"] == "target" else check["mean"] <= check["limit"]
+    if not check["passed"] and mean_passes and not check["bound_is_value"]:
+        # The mean alone would pass: the seeds disagree too much to show the limit is kept.
+        words += f" (mean {check['mean']:.4g} within it: the spread over seeds decided)"
+    return words
 
 
 def failed_limits(arm: ArmResult) -> str:
@@ -122,8 +139,20 @@ def failed_limits(arm: ArmResult) -> str:
     return "; ".join(_check_words(c) for c in failure.checks if not c.passed) if failure else ""
 
 
+def _bits_words(arm: ArmResult, n: int | None) -> str:
+    """" At n = 8 the adapters wrote … bits and destroyed …" (mean over seeds), or "" without the measure."""
+    bits = _bits_columns(arm.trial(n), arm.trainable_parameters)
+    if n is None or not math.isfinite(bits["net_bits"]):
+        return ""
+    per = (f" = {bits['net_bits'] / arm.trainable_parameters:.2g} bits per trainable parameter"
+           if arm.trainable_parameters else "")
+    return (f" At n = {n} the adapters wrote {bits['bits_written']:.1f} likelihood bits and destroyed "
+            f"{bits['bits_destroyed']:.1f} (mean over seeds; net {bits['net_bits']:.1f}{per}).")
+
+
 def describe_arm(arm: ArmResult) -> str:
-    """One paragraph in words: how many facts the arm holds and which limit stopped it."""
+    """One paragraph in words: how many facts the arm holds, which limit stopped it, and the bits there
+    (at n found, else at the first failure)."""
     search = arm.search
     params = f"{arm.trainable_parameters:,} trainable parameters" if arm.trainable_parameters else "parameters unknown"
     head = f"{arm_label(arm.method, arm.rank)} ({params}): "
@@ -138,7 +167,8 @@ def describe_arm(arm: ArmResult) -> str:
         if search.n_found:
             text += f" (the boundary lies between {search.n_found} and {search.first_failure})"
     notes = [n for n in search.notes if not n.startswith("every trial passed")]
-    return head + text + f"; {search.trials_used} trial(s)." + ("".join(f" Note: {n}." for n in notes))
+    bits = _bits_words(arm, search.n_found if search.n_found else search.first_failure)
+    return head + text + f"; {search.trials_used} trial(s)." + bits + "".join(f" Note: {n}." for n in notes)
 
 
 def harm_legend() -> str:
@@ -146,5 +176,5 @@ def harm_legend() -> str:
     return "; ".join(f"{name.replace('_', ' ')}: {meaning}" for name, meaning in HARM_MEANINGS.items())
 
 
-REFERENCE_NOTE = (f"The dashed line on the bits plot is {ALLEN_ZHU_LI_BITS_PER_PARAMETER:g} bits per parameter, "
-                  "the knowledge capacity Allen-Zhu & Li measured for fully trained language models.")
+REFERENCE_NOTE = (f"The dotted line on the bits-per-parameter plot is {ALLEN_ZHU_LI_BITS_PER_PARAMETER:g} bits per "
+                  "parameter, the knowledge capacity Allen-Zhu & Li measured for fully trained language models.")

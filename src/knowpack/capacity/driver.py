@@ -77,7 +77,7 @@ def _record_all_cells(out_dir: Path, arms: list[ArmResult]) -> None:
 
 
 def write_outputs(out_dir: Path, results: CapacityResults) -> None:
-    """capacity.json, capacity.csv, the three plots, study.json's cell list and results.csv."""
+    """capacity.json, capacity.csv, the four plots, study.json's cell list and results.csv."""
     from knowpack.capacity import plots
     from knowpack.report.aggregate import write_csv, write_results
 
@@ -87,6 +87,7 @@ def write_outputs(out_dir: Path, results: CapacityResults) -> None:
     plots.capacity_vs_rank(frame, out_dir / "plots" / "capacity_vs_rank.png")
     plots.capacity_vs_parameters(frame, out_dir / "plots" / "capacity_vs_parameters.png")
     plots.bits_vs_parameters(frame, out_dir / "plots" / "capacity_bits.png")
+    plots.bits_per_trial(results, out_dir / "plots" / "capacity_bits_per_trial.png")
     _record_all_cells(out_dir, results.arms)
     write_results(out_dir)
 

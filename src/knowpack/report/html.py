@@ -328,7 +328,8 @@ def _capacity(b: _Builder) -> None:
     words = "".join(f"<li>{html.escape(cap.describe_arm(arm))}</li>" for arm in results.arms)
     figures = [cap_plots.capacity_vs_rank(frame, b.plot("capacity_vs_rank")),
                cap_plots.capacity_vs_parameters(frame, b.plot("capacity_vs_parameters")),
-               cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits"))]
+               cap_plots.bits_vs_parameters(frame, b.plot("capacity_bits")),
+               cap_plots.bits_per_trial(results, b.plot("capacity_bits_per_trial"))]
     limits = [f"reliability lower bound ≥ {results.reliability:g}"] if results.reliability is not None else []
     limits += [f"{name.replace('_', ' ')} upper bound ≤ {budget:g}" for name, budget in results.budgets.items()]
     rerun = (f"<p>Rerun (finished trials are reused; the spec as run, with any command-line flags, is in "
@@ -338,8 +339,9 @@ def _capacity(b: _Builder) -> None:
     b.add("capacity", "Capacity: facts an adapter holds before a limit", body,
           f"Per method and rank, the largest n of new facts whose trial (every seed, each with its control "
           f"adapter) kept every limit: {'; '.join(limits)} ({results.confidence:.0%} t-interval over seeds; a "
-          f"single seed is its own bound). Harms — {cap.harm_legend()}. Bits are likelihood bits at n found "
-          f"(written on trained facts, destroyed on held-out known facts). {cap.REFERENCE_NOTE}")
+          f"single seed is its own bound). Harms — {cap.harm_legend()}. Bits are likelihood bits (written on "
+          f"trained facts, destroyed on held-out known facts): per trainable parameter at n found, and per "
+          f"trial on the way there. {cap.REFERENCE_NOTE}")
 
 
 def _base_probes(store: StudyStore) -> dict[str, Any]:

@@ -99,3 +99,13 @@ def test_words_say_when_the_spread_over_seeds_not_the_mean_failed_a_limit():
     assert spread.startswith("negative shift upper bound") and "(mean 0.05 within it: the spread over seeds" in spread
     harmful = failed_limits(_harm_arm([0.3, 0.35, 0.4]))  # the mean itself is over the budget
     assert harmful.startswith("negative shift upper bound") and "within it" not in harmful
+
+
+def test_capacity_figures_draw_brackets_and_open_ended_arms(tmp_path):
+    bracketed = _arm(1, {2: ([1.0] * 2, [1.0] * 2), 4: ([1.0] * 2, [1.0] * 2), 3: ([1.0] * 2, [1.0] * 2)}, boundary=3)
+    open_ended = _arm(4, {2: ([1.0] * 2, [1.0] * 2), 4: ([1.0] * 2, [1.0] * 2), 8: ([1.0] * 2, [1.0] * 2)},
+                      boundary=8)
+    frame = capacity_frame(_results(bracketed, open_ended))
+    assert frame["first_failure"].isna().tolist() == [False, True]
+    assert plots.capacity_vs_rank(frame, tmp_path / "r.png").stat().st_size > 0
+    assert plots.capacity_vs_parameters(frame, tmp_path / "p.png").stat().st_size > 0

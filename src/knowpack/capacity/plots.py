@@ -26,18 +26,26 @@ def _color(i: int) -> str:
     return _PALETTE[(i + 1) % len(_PALETTE)]
 
 
-def _per_method(frame: pd.DataFrame, x: str, y: str, path: Path, *, xlabel: str, ylabel: str,
-                title: str) -> Path | None:
-    frame = frame.dropna(subset=[x, y])
+def _per_method(frame: pd.DataFrame, x: str, path: Path, *, xlabel: str, title: str) -> Path | None:
+    """Facts held (n found) over ``x`` per method, each with its bracket up to the first failing n: the
+    capacity lies in [n found, first failure)."""
+    frame = frame.dropna(subset=[x, "n_found"])
     if frame.empty:
         return None
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
         group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker="o", color=_color(i), label=method)
+        ax.plot(group[x], group["n_found"], marker="o", color=_color(i), label=method)
+        bracketed = group.dropna(subset=["first_failure"]) if "first_failure" in group else group.iloc[:0]
+        ax.vlines(bracketed[x], bracketed["n_found"], bracketed["first_failure"], color=_color(i), alpha=0.35,
+                  linewidth=6)
+        ax.scatter(bracketed[x], bracketed["first_failure"], marker="x", color=_color(i), zorder=3)
     ax.set_xscale("log")
+    ticks = sorted(set(frame[x].astype(int)))
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=8 if len(ticks) > 3 else 10)
+    ax.minorticks_off()
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel("facts held (n found); bar up to x = first failure")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -46,14 +54,13 @@ def _per_method(frame: pd.DataFrame, x: str, y: str, path: Path, *, xlabel: str,
 
 def capacity_vs_rank(frame: pd.DataFrame, path: Path) -> Path | None:
     """n found per rank, one line per method."""
-    return _per_method(frame, "rank", "n_found", path, xlabel="adapter rank (log)", ylabel="facts held (n found)",
-                       title="Capacity vs rank")
+    return _per_method(frame, "rank", path, xlabel="adapter rank (log)", title="Capacity vs rank")
 
 
 def capacity_vs_parameters(frame: pd.DataFrame, path: Path) -> Path | None:
     """n found per trainable parameter count, one line per method."""
-    return _per_method(frame, "trainable_parameters", "n_found", path, xlabel="trainable parameters (log)",
-                       ylabel="facts held (n found)", title="Capacity vs trainable parameters")
+    return _per_method(frame, "trainable_parameters", path, xlabel="trainable parameters (log)",
+                       title="Capacity vs trainable parameters")
 
 
 def _positive(values) -> pd.Series:

@@ -36,7 +36,7 @@ def _results(*arms: ArmResult) -> CapacityResults:
 def test_trial_bits_are_means_over_seeds_with_pass_or_fail():
     arm = _arm(1, {2: ([10.0, 20.0], [1.0, 3.0]), 4: ([30.0, 50.0], [5.0, 7.0]), 3: ([20.0, 20.0], [2.0, 2.0])},
                boundary=3)
-    table = plots.trial_bits(arm)
+    table = plots.arm_trial_bits(arm)
     assert table["n"].tolist() == [2, 3, 4]
     assert table["passed"].tolist() == [True, True, False]
     assert table["written"].tolist() == [15.0, 20.0, 40.0] and table["destroyed"].tolist() == [2.0, 2.0, 6.0]

@@ -76,8 +76,9 @@ def _mean(values: list[Any]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _bits_columns(trial: dict[str, Any] | None, params: int | None, suffix: str = "") -> dict[str, float]:
-    """Bits and facts of one trial, means over its seeds (NaN without the trial or the measure)."""
+def trial_bits(trial: dict[str, Any] | None, suffix: str = "") -> dict[str, float]:
+    """Bits and facts of one trial (an ``ArmResult.trials`` entry), means over its seeds; NaN without the
+    trial or the measure. ``suffix`` is appended to every column name."""
     trial = trial or {"values": {}}
     seeds = list(trial["values"])
     row = {f"{column}{suffix}": _mean([trial["values"][s].get(column) for s in seeds]) for column in BITS_COLUMNS}
@@ -104,10 +105,10 @@ def arm_row(arm: ArmResult, results: CapacityResults) -> dict[str, Any]:
     for harm in HARMS:
         mean, bound = _bound([trial["harms"][s][harm] for s in seeds], "budget", results.confidence)
         row.update({f"{harm}_mean": mean, f"{harm}_bound": bound, f"{harm}_budget": results.budgets.get(harm)})
-    row.update(_bits_columns(trial, params))
+    row.update(trial_bits(trial))
     row["n_per_parameter"] = search.n_found / params if params else math.nan
     row["limits_failed"] = failed_limits(arm)  # why it stopped, even when no n passed
-    row.update(_bits_columns(arm.trial(search.first_failure), params, "_at_failure"))
+    row.update(trial_bits(arm.trial(search.first_failure), "_at_failure"))
     row["trials_used"] = search.trials_used
     row["seconds"] = arm.seconds
     return row
@@ -141,7 +142,7 @@ def failed_limits(arm: ArmResult) -> str:
 
 def _bits_words(arm: ArmResult, n: int | None) -> str:
     """" At n = 8 the adapters wrote … bits and destroyed …" (mean over seeds), or "" without the measure."""
-    bits = _bits_columns(arm.trial(n), arm.trainable_parameters)
+    bits = trial_bits(arm.trial(n))
     if n is None or not math.isfinite(bits["net_bits"]):
         return ""
     per = (f" = {bits['net_bits'] / arm.trainable_parameters:.2g} bits per trainable parameter"

@@ -8,18 +8,14 @@ default model) would sit on zero beside the 2 bits/parameter reference on a line
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from knowpack.capacity.artifacts import ArmResult, CapacityResults, trial_bits
 from knowpack.capacity.bits import ALLEN_ZHU_LI_BITS_PER_PARAMETER
 from knowpack.capacity.spec import arm_label
 from knowpack.report.plots import _PALETTE, _save, plt
-
-if TYPE_CHECKING:
-    from knowpack.capacity.artifacts import ArmResult, CapacityResults
 
 
 def _color(i: int) -> str:
@@ -97,18 +93,14 @@ def bits_vs_parameters(frame: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def _mean(values) -> float:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
-def trial_bits(arm: ArmResult) -> pd.DataFrame:
+def arm_trial_bits(arm: ArmResult) -> pd.DataFrame:
     """One row per trial of an arm: n, whether it passed, mean bits written and destroyed over seeds."""
     passed = {record.n: record.passed for record in arm.search.trials}
-    rows = [{"n": t["n"], "passed": passed.get(t["n"], False),
-             "written": _mean(v.get("bits_written") for v in t["values"].values()),
-             "destroyed": _mean(v.get("bits_destroyed") for v in t["values"].values())}
-            for t in arm.trials]
+    rows = []
+    for trial in arm.trials:
+        bits = trial_bits(trial)
+        rows.append({"n": trial["n"], "passed": passed.get(trial["n"], False), "written": bits["bits_written"],
+                     "destroyed": bits["bits_destroyed"]})
     return pd.DataFrame(rows, columns=["n", "passed", "written", "destroyed"]).sort_values("n")
 
 
@@ -132,7 +124,7 @@ def bits_per_trial(results: CapacityResults, path: Path) -> Path | None:
     the way to its limit, including the trials that failed (hollow markers)."""
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
     drawn = sorted({n for i, arm in enumerate(results.arms)
-                    for n in _draw_arm_trials(ax, trial_bits(arm), arm_label(arm.method, arm.rank), _color(i))})
+                    for n in _draw_arm_trials(ax, arm_trial_bits(arm), arm_label(arm.method, arm.rank), _color(i))})
     if not drawn:
         plt.close(fig)
         return None

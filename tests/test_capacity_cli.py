@@ -281,3 +281,26 @@ def test_full_fine_tuning_arm_beside_lora_on_the_tiny_model(tmp_path, tiny_model
     report = CliRunner().invoke(app, ["report", str(out)])
     assert report.exit_code == 0, report.output
     assert "full (" in (out / "report.html").read_text()
+
+
+def test_rerun_command_carries_every_flag_and_override_back_to_the_same_spec(tmp_path, monkeypatch):
+    """The report's rerun command must make the same search: a command that dropped --ranks or --out
+    would search other arms, or write over the folder the spec names."""
+    import shlex
+
+    import knowpack.capacity.driver as driver
+
+    path = write(tmp_path, base_spec(tmp_path))
+    run = load_capacity(path, overrides=["train.epochs=2", "capacity.max_mmlu_drop=0.01"],
+                        options={"ranks": [1, 4], "methods": ["lora", "dora"], "seeds": [3],
+                                 "out": str(tmp_path / "another folder"), "max_negative_shift": 0.2})
+    command = run.command()
+    assert command.startswith(f"knowpack capacity {path} --max-negative-shift 0.2 --methods lora,dora --out ")
+    assert "--ranks 1,4 --seeds 3 --set train.epochs=2 --set capacity.max_mmlu_drop=0.01" in command
+    captured = []
+    monkeypatch.setattr(driver, "run_capacity", lambda run, progress=True: captured.append(run))
+    monkeypatch.setattr("knowpack.cli.capacity._summary", lambda results, out_dir: None)
+    result = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert captured[0].spec == run.spec and captured[0].command() == command
+    assert captured[0].out_dir == tmp_path / "another folder" and captured[0].spec.train.epochs == 2

@@ -58,6 +58,7 @@ class CapacityResults(JsonArtifact):
     started: str = ""
     finished: str = ""
     seconds: float = 0.0
+    command: str = ""  # how to rerun this search (spec file, CLI options, --set overrides); "" in older files
 
 
 def _bound(values: list[float], kind: str, confidence: float) -> tuple[float, float]:

@@ -113,6 +113,6 @@ def run_capacity(run: CapacityRun, *, stages=None, progress: bool = True) -> Cap
     results = CapacityResults(
         name=run.spec.name, model=run.spec.model, spec=run.spec.model_dump(mode="json"),
         reliability=section.reliability, budgets=section.budgets(), confidence=section.confidence, arms=done,
-        started=started, finished=now(), seconds=round(time.perf_counter() - t0, 2))
+        started=started, finished=now(), seconds=round(time.perf_counter() - t0, 2), command=run.command())
     write_outputs(run.out_dir, results)
     return results

@@ -9,7 +9,8 @@ the spec is validated once here, with every problem listed, before the first tra
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,25 @@ class CapacitySpec(StudySpec):
 
 @dataclass
 class CapacityRun:
-    """A validated capacity spec plus the raw dict every trial's study is built from."""
+    """A validated capacity spec plus the raw dict every trial's study is built from, and the file,
+    CLI options and ``--set`` overrides it was made from (to say how to rerun it)."""
 
     spec: CapacitySpec
     raw: dict[str, Any]
     source: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    def command(self) -> str:
+        """The ``knowpack capacity`` command that makes this run again: the spec file, every option given
+        on the command line and every override (a report that dropped them would rerun another search)."""
+        parts = ["knowpack", "capacity"] + ([str(self.source)] if self.source is not None else [])
+        for key, value in sorted(self.options.items()):  # one order, however the options were given
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            parts += [f"--{key.replace('_', '-')}", text]
+        for override in self.overrides:
+            parts += ["--set", override]
+        return " ".join(shlex.quote(part) for part in parts)
 
     @property
     def out_dir(self) -> Path:
@@ -180,7 +195,8 @@ def parse_capacity(raw: dict[str, Any], *, source: Path | None = None, overrides
         spec = CapacitySpec.model_validate(data)
     except ValidationError as exc:
         _raise_invalid(validation_problems(exc), source)
-    run = CapacityRun(spec=spec, raw=data, source=source)
+    run = CapacityRun(spec=spec, raw=data, source=source, options=dict(options or {}),
+                      overrides=list(overrides or []))
     _check_trial_cells(run)
     return run
 

@@ -113,8 +113,9 @@ def reproduce_command(store: StudyStore) -> str:
     record = store.record()
     given = record.source if record is not None and record.source else None
     if CapacityResults.exists(store.root):
-        # A capacity folder is written by `knowpack capacity`, whose spec (flags included) is in capacity.json.
-        return f"knowpack capacity {given or 'CAPACITY.yaml'} && knowpack report {store.root}"
+        # A capacity folder is written by `knowpack capacity`; capacity.json says how (flags included).
+        command = CapacityResults.read(store.root).command or f"knowpack capacity {given or 'CAPACITY.yaml'}"
+        return f"{command} && knowpack report {store.root}"
     source = given or "STUDY.yaml"
     sets = "".join(f" --set '{o}'" for o in (record.overrides if record is not None else []))
     return f"knowpack study run {source}{sets} && knowpack report {store.root}"

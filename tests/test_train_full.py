@@ -39,7 +39,10 @@ def test_full_fine_tuning_writes_a_model_folder_and_leaves_the_base_alone(tmp_pa
     loaded = load_model(str(tiny_model_dir))
     before = _logits(loaded.model, loaded.tokenizer)
     weights = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
-    summary = train_adapter(_config(), loaded, train_file, tmp_path / "run", progress=False)
+    listings = []  # after each epoch's checkpoint: only the newest whole-model checkpoint is kept
+    summary = train_adapter(_config(), loaded, train_file, tmp_path / "run", progress=False,
+                            on_epoch_end=lambda row: listings.append(
+                                sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())))
     for name, param in loaded.model.named_parameters():
         assert torch.equal(param, weights[name]), name
     assert summary["trainable_parameters"] == _unique_parameters(loaded.model)  # tied embeddings count once
@@ -52,8 +55,12 @@ def test_full_fine_tuning_writes_a_model_folder_and_leaves_the_base_alone(tmp_pa
     assert tuned is not loaded.model and not hasattr(tuned, "peft_config")
     assert (_logits(tuned, loaded.tokenizer) - before).abs().max() > 1e-4
     assert torch.equal(_logits(loaded.model, loaded.tokenizer), before)
-    # Only the newest whole-model checkpoint is kept: each one is the model plus its AdamW state.
-    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["epoch-2"]
+    # Only the newest whole-model checkpoint is kept while training (each is the model plus its AdamW
+    # state), and none once the run is finished; a rerun returns the finished run as it is.
+    assert listings == [["epoch-1"], ["epoch-2"]]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    again = train_adapter(_config(), loaded, train_file, tmp_path / "run", progress=False)
+    assert again == summary
     # A standard folder: transformers loads it with no knowpack code.
     from transformers import AutoModelForCausalLM
 
@@ -82,7 +89,9 @@ def test_a_damaged_full_checkpoint_is_refused_on_resume(tmp_path, tiny_model_dir
     from knowpack.train.resume import last_intact_checkpoint
 
     out = tmp_path / "run"
-    train_adapter(_config(epochs=1), str(tiny_model_dir), train_file, out, progress=False)
+    with pytest.raises(Killed):  # killed after epoch 1 of 2: its checkpoint is what a rerun resumes from
+        train_adapter(_config(epochs=2), str(tiny_model_dir), train_file, out, progress=False,
+                      on_epoch_end=_kill_after(1))
     weights = out / "checkpoints" / "epoch-1" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert last_intact_checkpoint(out) is None  # skipped with a warning: the run starts over

@@ -2,8 +2,8 @@
 
 A checkpoint ``checkpoints/epoch-{e}/`` holds the PEFT adapter (adapter_model.safetensors +
 adapter_config.json) — or, for full fine-tuning, the whole model (config.json + model*.safetensors;
-only the newest such checkpoint is kept: each is the model's size plus twice that of optimizer
-state) — the optimizer's tensors (optimizer.safetensors) and ``trainer_state.json``
+only the newest such checkpoint is kept, and none once the run is finished: each is the model's
+size plus twice that of optimizer state) — the optimizer's tensors (optimizer.safetensors) and ``trainer_state.json``
 (everything else: optimizer param groups, scheduler, epoch, curve so far, every process's RNG
 state). Nothing is pickled, so a crafted run folder cannot run code on resume. A checkpoint is
 written to a temporary folder, flushed to disk (files and folders fsynced) and renamed, so a kill
@@ -179,6 +179,16 @@ def _drop_older_checkpoints(out_dir: Path, epoch: int) -> None:
     for folder in _epoch_folders(out_dir):
         if int(folder.name[6:]) < epoch:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def drop_checkpoints(out_dir: Path) -> None:
+    """Full fine-tuning: delete every checkpoint once the run is finished (its summary written).
+
+    A finished run is recognised by its summary and model folder, never resumed, so the last whole
+    model with its AdamW state (1.6 GB at 135M) would only fill the disk: a capacity search with a
+    full arm trains a dozen or more such cells.
+    """
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
 
 
 # -- loading --------------------------------------------------------------------------------------

@@ -27,8 +27,8 @@ from knowpack.train.curves import StopRule, format_progress, greedy_accuracy, wr
 from knowpack.train.data import Collator, encode_example, read_train_file
 from knowpack.train.guards import DIVERGED_HINT, TrainingDiverged, adapter_is_finite, check_world_size, first_bad_step
 from knowpack.train.packing import CausalLMLoss, PackingCollator, packing_supported
-from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, last_intact_checkpoint,
-                                   save_checkpoint)
+from knowpack.train.resume import (apply_checkpoint, check_run_identity, claim_run, drop_checkpoints,
+                                   last_intact_checkpoint, save_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +500,8 @@ class _Recipe:
     def finish(self) -> dict:
         """Write the final adapter, the summary and the manifest (main process), in that order.
 
-        The summary is the stage's completion marker, so it is written only after the adapter.
+        The summary is the stage's completion marker, so it is written only after the adapter. A
+        full fine-tuning run then drops its checkpoint (a whole model plus its AdamW state).
         """
         if not adapter_is_finite(self.peft_model):  # never reached after check_finite; kept as the last guard
             raise TrainingDiverged("the trained adapter has non-finite weights and was not saved", hint=DIVERGED_HINT)
@@ -518,6 +519,8 @@ class _Recipe:
             _save_adapter(self.peft_model, self.out_dir, provenance, initial=initial, tokenizer=tokenizer)
             summary.write(self.out_dir)
             stamp(self.out_dir, **provenance)
+            if self.config.method == "full":
+                drop_checkpoints(self.out_dir)  # the summary marks the run finished: nothing left to resume
         accelerator.wait_for_everyone()
         return summary.model_dump(mode="json")
 

@@ -3,11 +3,11 @@
 A checkpoint ``checkpoints/epoch-{e}/`` holds the PEFT adapter (adapter_model.safetensors +
 adapter_config.json) — or, for full fine-tuning, the whole model (config.json + model*.safetensors;
 only the newest such checkpoint is kept, and none once the run is finished: each is the model's
-size plus twice that of optimizer state) — the optimizer's tensors (optimizer.safetensors) and ``trainer_state.json``
-(everything else: optimizer param groups, scheduler, epoch, curve so far, every process's RNG
-state). Nothing is pickled, so a crafted run folder cannot run code on resume. A checkpoint is
-written to a temporary folder, flushed to disk (files and folders fsynced) and renamed, so a kill
-or a power loss during saving leaves the previous checkpoint as the last intact one; a checkpoint
+size plus twice that of optimizer state) — the optimizer's tensors (optimizer.safetensors) and
+``trainer_state.json`` (everything else: optimizer param groups, scheduler, epoch, curve so far,
+every process's RNG state). Nothing is pickled, so a crafted run folder cannot run code on resume. A
+checkpoint is written to a temporary folder, flushed to disk (files and folders fsynced) and
+renamed, so a kill or a power loss during saving leaves the previous checkpoint as the last intact one; a checkpoint
 that is damaged anyway (truncated by a full disk, edited by hand) is skipped with a warning.
 """
 

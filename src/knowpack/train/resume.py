@@ -7,8 +7,9 @@ size plus twice that of optimizer state) — the optimizer's tensors (optimizer.
 ``trainer_state.json`` (everything else: optimizer param groups, scheduler, epoch, curve so far,
 every process's RNG state). Nothing is pickled, so a crafted run folder cannot run code on resume. A
 checkpoint is written to a temporary folder, flushed to disk (files and folders fsynced) and
-renamed, so a kill or a power loss during saving leaves the previous checkpoint as the last intact one; a checkpoint
-that is damaged anyway (truncated by a full disk, edited by hand) is skipped with a warning.
+renamed, so a kill or a power loss during saving leaves the previous checkpoint as the last intact
+one; a checkpoint that is damaged anyway (truncated by a full disk, edited by hand) is skipped with
+a warning.
 """
 
 from __future__ import annotations

@@ -94,3 +94,21 @@ def test_atomic_path_refuses_a_folder_and_a_file_parent(tmp_path):
     with pytest.raises(KnowpackError, match="parent path is a file"):
         with atomic_path(tmp_path / "plain" / "out.json"):
             pass
+
+
+def test_atomic_files_get_the_mode_of_a_plain_write(tmp_path):
+    """mkstemp's 0600 would hide results and reports from everyone else sharing the folder."""
+    import os
+    import stat
+
+    from knowpack.io import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+        os.umask(0o077)
+        write_text(tmp_path / "b.txt", "x")
+        assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)

@@ -21,6 +21,13 @@ _TRACKED_PACKAGES = (
 )
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open()`` would give a new file under the process's umask (0644 under 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
@@ -37,6 +44,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         _refuse_folder_target(path)
+        # mkstemp makes 0600 files; results, reports and caches are meant to be read by the team that
+        # shares the folder, as any file the process writes directly would be.
+        if tmp_path.exists():
+            tmp_path.chmod(_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

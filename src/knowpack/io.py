@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -21,11 +22,18 @@ _TRACKED_PACKAGES = (
 )
 
 
-def _file_mode() -> int:
-    """The mode a plain ``open()`` would give a new file under the process's umask (0644 under 022)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_temp_file(path: Path) -> Path:
+    """An empty, new file beside ``path`` with the mode a plain ``open()`` gives (the umask applied).
+
+    Not ``mkstemp``: its 0600 would hide results, reports and caches from the team sharing the folder.
+    """
+    while True:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue  # another writer's temporary name: draw again
+        return candidate
 
 
 @contextlib.contextmanager
@@ -38,16 +46,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     _refuse_folder_target(path)
     _make_parent(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_temp_file(path)
     try:
         yield tmp_path
         _refuse_folder_target(path)
-        # mkstemp makes 0600 files; results, reports and caches are meant to be read by the team that
-        # shares the folder, as any file the process writes directly would be.
-        if tmp_path.exists():
-            tmp_path.chmod(_file_mode())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

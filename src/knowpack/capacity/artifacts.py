@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from knowpack.capacity.bits import ALLEN_ZHU_LI_BITS_PER_PARAMETER
-from knowpack.capacity.search import RELIABILITY, CapacitySearchResult
+from knowpack.capacity.search import RELIABILITY, CapacitySearchResult, keeps_limit
 from knowpack.capacity.spec import HARM_MEANINGS, HARMS, arm_label
 from knowpack.report.stats import t_interval
 from knowpack.schema import JsonArtifact
@@ -127,8 +127,8 @@ def _check_words(check: dict[str, Any] | Any) -> str:
     relation = "below the target" if check["kind"] == "target" else "above the budget"
     what = "reliability" if check["name"] == RELIABILITY else check["name"].replace("_", " ")
     words = f"{what} {bound} {check['bound']:.4g} {relation} {check['limit']:.4g}"
-    mean_passes = check["mean"] >= check["limit"] if check["kind"] == "target" else check["mean"] <= check["limit"]
-    if not check["passed"] and mean_passes and not check["bound_is_value"]:
+    mean_keeps = keeps_limit(check["mean"], check["kind"], check["limit"])
+    if not check["passed"] and mean_keeps and not check["bound_is_value"]:
         # The mean alone would pass: the seeds disagree too much to show the limit is kept.
         words += f" (mean {check['mean']:.4g} within it: the spread over seeds decided)"
     return words

@@ -32,7 +32,7 @@ def _per_method(frame: pd.DataFrame, x: str, path: Path, *, xlabel: str, title: 
     for i, (method, group) in enumerate(frame.groupby("method", sort=False)):
         group = group.sort_values(x)
         ax.plot(group[x], group["n_found"], marker="o", color=_color(i), label=method)
-        bracketed = group.dropna(subset=["first_failure"]) if "first_failure" in group else group.iloc[:0]
+        bracketed = group.dropna(subset=["first_failure"])
         ax.vlines(bracketed[x], bracketed["n_found"], bracketed["first_failure"], color=_color(i), alpha=0.35,
                   linewidth=6)
         ax.scatter(bracketed[x], bracketed["first_failure"], marker="x", color=_color(i), zorder=3)

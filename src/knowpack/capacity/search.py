@@ -133,6 +133,11 @@ def _limits(config: CapacitySearchConfig) -> list[tuple[str, str, float]]:
     return limits + [(name, "budget", budget) for name, budget in config.budgets.items()]
 
 
+def keeps_limit(value: float, kind: str, limit: float) -> bool:
+    """Whether ``value`` keeps a limit: a target from below (value >= limit), a budget from above (<=)."""
+    return value >= limit if kind == "target" else value <= limit
+
+
 def check_trial(n: int, result: TrialResult, config: CapacitySearchConfig) -> TrialRecord:
     """Decide every configured limit for one trial; a checked quantity without values is an error."""
     checks = []
@@ -142,7 +147,7 @@ def check_trial(n: int, result: TrialResult, config: CapacitySearchConfig) -> Tr
             raise KnowpackError(f"capacity trial n={n} returned no values for {name!r}",
                                 hint=f"the trial must measure {name} for every seed, or drop its limit")
         mean, bound, is_value = _bound(list(values), kind, config.confidence)
-        passed = bound >= limit if kind == "target" else bound <= limit
+        passed = keeps_limit(bound, kind, limit)
         checks.append(LimitCheck(name=name, kind=kind, limit=limit, mean=mean, bound=bound, seeds=len(values),
                                  bound_is_value=is_value, passed=passed))
     failed = [c.name for c in checks if not c.passed]
